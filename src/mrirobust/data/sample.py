@@ -1,0 +1,63 @@
+"""The `Sample` type: what readers produce and methods consume.
+
+Conventions shared by every module (docs/architecture.md):
+- k-space is complex64 with shape (coils, H, W) for one sample and (batch, coils, H, W) batched;
+  H is the readout (frequency-encode) direction, W the phase-encode direction.
+- a 1-D column mask is bool with shape (W,) (or (batch, W)); a 2-D mask is (H, W) (or (batch, H, W)).
+- images are real (H, W) / (batch, H, W); complex images where a method needs the phase.
+- the target is the reference magnitude image (fastMRI `reconstruction_rss`, usually a centre
+  crop of the RSS of the fully sampled coil images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class SampleMeta:
+    """Where a sample came from and what SSIM needs to score it."""
+
+    file: str
+    slice: int
+    acquisition: str = ""
+    anatomy: str = ""
+    patient_id: str = ""
+    max_value: float | None = None  # the target volume's maximum (fastMRI attr `max`), SSIM data_range
+    encoded_size: tuple[int, int, int] | None = None  # (x, y, z) from the ISMRMRD header
+    recon_size: tuple[int, int, int] | None = None
+    padding_left: int | None = None  # fastMRI: encoded k-space columns that were zero-padded
+    padding_right: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One 2-D multi-coil slice: k-space, an optional mask, target and coil maps, and metadata.
+
+    `mask` is set for test/challenge files that are already under-sampled; for fully sampled
+    data it is None and the experiment draws a mask.
+    """
+
+    kspace: torch.Tensor  # (coils, H, W) complex64
+    meta: SampleMeta
+    target: torch.Tensor | None = None  # (h, w) float32
+    mask: torch.Tensor | None = None  # (W,) or (H, W) bool
+    maps: torch.Tensor | None = None  # (coils, H, W) complex64
+
+    @property
+    def num_coils(self) -> int:
+        return int(self.kspace.shape[-3])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.kspace.shape[-2]), int(self.kspace.shape[-1])
+
+    def to(self, device: torch.device | str) -> "Sample":
+        """The same sample with its tensors on `device`."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, kspace=move(self.kspace), target=move(self.target),
+                       mask=move(self.mask), maps=move(self.maps))

@@ -1,0 +1,1 @@
+"""Reconstruction methods behind one `reconstruct(kspace, mask, **meta)` interface."""
