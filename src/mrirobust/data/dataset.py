@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from mrirobust.data import fastmri
 from mrirobust.data.fastmri import VolumeInfo
 from mrirobust.data.sample import Sample
+from mrirobust.atomic import atomic_path
 from mrirobust.errors import ConfigError, DataError, ShapeError
 from mrirobust.physics.masks import stack_masks
 
@@ -74,10 +75,8 @@ def _save_cache(path: Path | None, entries: dict[str, Any]) -> None:
     if path is None:
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": INDEX_VERSION, "files": entries}))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"version": INDEX_VERSION, "files": entries}))
     except OSError as err:
         warnings.warn(f"could not write the index cache {path}: {err}", stacklevel=3)
 

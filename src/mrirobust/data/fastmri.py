@@ -14,8 +14,6 @@ Every problem a user can cause with a file raises `DataError(path, problem)`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from mrirobust.data.sample import Sample, SampleMeta
+from mrirobust.atomic import atomic_path
 from mrirobust.errors import DataError
 
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
@@ -130,10 +129,7 @@ def write_volume(
         recon_size = target.shape[1:] if target is not None else (height, width)
     header = _header_xml((height, width, 1), (*recon_size, 1), width)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as hf:
             # One chunk per slice: reading a slice touches exactly its own bytes.
             hf.create_dataset("kspace", data=kspace.astype(np.complex64, copy=False),
@@ -149,10 +145,6 @@ def write_volume(
             hf.attrs["patient_id"] = patient_id
             for key, value in (attrs or {}).items():
                 hf.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
