@@ -3,7 +3,8 @@
 Conventions shared by every module (docs/architecture.md):
 - k-space is complex64 with shape (coils, H, W) for one sample and (batch, coils, H, W) batched;
   H is the readout (frequency-encode) direction, W the phase-encode direction.
-- a 1-D column mask is bool with shape (W,) (or (batch, W)); a 2-D mask is (H, W) (or (batch, H, W)).
+- a 1-D column mask is bool with shape (W,), a 2-D mask (H, W); batched masks are (batch, 1, 1, W)
+  and (batch, 1, H, W) (`physics.masks.stack_masks`), so they broadcast over coils.
 - images are real (H, W) / (batch, H, W); complex images where a method needs the phase.
 - the target is the reference magnitude image (fastMRI `reconstruction_rss`, usually a centre
   crop of the RSS of the fully sampled coil images).
