@@ -1,0 +1,159 @@
+"""The method registry, config round trips, plug-ins (module:attr and entry points), output checks."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from mrirobust.errors import ConfigError, MriRobustError
+from mrirobust.methods import base
+from mrirobust.methods.base import Reconstructor, available, build, checked_reconstruct, register
+from tests.helper import random_tensor
+
+
+@dataclass
+class Scaled(Reconstructor):
+    """A tiny plug-in method defined in this test module: |zero-filled coil 0| times a factor."""
+
+    factor: float = 1.0
+    label: str = "x"
+
+    differentiable = True
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        return self.factor * torch.fft.ifft2(kspace * mask)[:, 0].abs()
+
+
+class WrongShape(Reconstructor):
+    name = "wrong-shape"
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        return kspace.abs()  # forgot to combine coils
+
+
+class Broken(Reconstructor):
+    name = "broken"
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        raise RuntimeError("model weights missing")
+
+
+class ReturnsNaN(Reconstructor):
+    name = "nan"
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        return torch.full(kspace.shape[:1] + kspace.shape[2:], float("nan"))
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A private copy of the registry so tests can register without leaking names."""
+    copy = dict(base._registry())
+    monkeypatch.setattr(base, "_REGISTRY", copy)
+    return copy
+
+
+KSPACE = random_tensor((2, 3, 8, 6), seed=1)
+MASK = torch.tensor([True, False, True, True, False, True])
+
+
+def test_builtins_are_available() -> None:
+    assert {"zero-filled", "sense"} <= set(available())
+
+
+def test_register_and_build_round_trip(registry: dict) -> None:
+    registered = register("scaled")(type("RegisteredScaled", (Scaled,), {}))  # register names the class
+    method = build("scaled", factor=2.0)
+    assert isinstance(method, registered) and method.factor == 2.0
+    assert "scaled" in available()
+    assert method.config() == {"name": "scaled", "factor": 2.0, "label": "x"}
+
+
+def test_register_factory_function(registry: dict) -> None:
+    @register("scaled-by-three")
+    def make(label: str = "three") -> Scaled:
+        return Scaled(factor=3.0, label=label)
+
+    method = build({"name": "scaled-by-three", "label": "y"})
+    assert method.factor == 3.0 and method.label == "y"
+
+
+def test_registering_a_name_twice_is_an_error(registry: dict) -> None:
+    with pytest.raises(ConfigError, match="registered twice"):
+        register("zero-filled")(Scaled)
+
+
+@pytest.mark.parametrize("spec", ["zero-filled", {"name": "sense", "iters": 7, "l2": 0.01}])
+def test_config_round_trips_through_yaml(spec: Any) -> None:
+    config = build(spec).config()
+    text = yaml.safe_dump(config)
+    assert build(yaml.safe_load(text)).config() == config
+
+
+def test_module_attr_plugin() -> None:
+    method = build({"name": "tests.test_methods_base:Scaled", "factor": 0.5})
+    assert isinstance(method, Scaled) and method.factor == 0.5
+    assert build(yaml.safe_load(yaml.safe_dump(method.config()))).config() == method.config()
+    image = checked_reconstruct(method, KSPACE, MASK)
+    assert image.shape == (2, 8, 6)
+
+
+def test_entry_point_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake installed distribution on sys.path, found through importlib.metadata's real lookup."""
+    (tmp_path / "fake_mrirobust_plugin.py").write_text(textwrap.dedent("""
+        from tests.test_methods_base import Scaled
+
+        def make(factor=4.0):
+            return Scaled(factor=factor, label="plugin")
+    """))
+    dist_info = tmp_path / "fake_mrirobust_plugin-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-mrirobust-plugin\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[mrirobust.methods]\nfake-plugin = fake_mrirobust_plugin:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fake_mrirobust_plugin", raising=False)
+
+    assert "fake-plugin" in available()
+    method = build({"name": "fake-plugin", "factor": 5.0})
+    assert method.factor == 5.0 and method.label == "plugin"
+    assert method.name == "fake-plugin"
+
+
+def test_unknown_name_lists_known_methods() -> None:
+    with pytest.raises(ConfigError, match=r"unknown method 'nope'.*sense.*zero-filled"):
+        build("nope")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "sense", "iterations": 3}, "bad settings"),
+        ({"iters": 3}, "method.name"),
+        ("tests.test_methods_base:Missing", "cannot load"),
+        ("no_such_module_xyz:Thing", "cannot load"),
+        ("collections:OrderedDict", "no reconstruct"),
+    ],
+)
+def test_bad_specs_raise_config_errors(spec: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(spec)
+
+
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        (WrongShape(), r"'wrong-shape' returned \(2, 3, 8, 6\) for k-space \(2, 3, 8, 6\); expected \(2, 8, 6\)"),
+        (Broken(), r"'broken' failed on k-space \(2, 3, 8, 6\): RuntimeError: model weights missing"),
+        (ReturnsNaN(), "'nan' returned NaN"),
+    ],
+)
+def test_checked_reconstruct_names_the_faulty_plugin(method: Reconstructor, message: str) -> None:
+    with pytest.raises(MriRobustError, match=message):
+        checked_reconstruct(method, KSPACE, MASK)
