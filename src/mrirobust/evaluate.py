@@ -19,11 +19,11 @@ from tqdm import tqdm
 import mrirobust
 from mrirobust.data.sample import Sample
 from mrirobust.methods.base import Reconstructor, checked_reconstruct
-from mrirobust.metrics import bootstrap_ci, score
+from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, bootstrap_ci, score
 from mrirobust.physics.fft import center_crop
 from mrirobust.physics.masks import MaskSpec, seed_from_filename, stack_masks
 
-METRICS = ("ssim", "psnr", "nmse")
+METRICS = ("ssim", "psnr", "nmse", "mse")
 
 
 def config_hash(method: Reconstructor) -> str:
@@ -38,6 +38,10 @@ def mask_for(sample: Sample, spec: MaskSpec) -> tuple[torch.Tensor, tuple[int, .
         return sample.mask.bool(), None
     seed = seed_from_filename(Path(sample.meta.file).name)
     mask, _ = spec.sample(sample.shape[-1], seed=seed)
+    left, right = sample.meta.padding_left, sample.meta.padding_right
+    if left is not None and right is not None:  # zero-padded columns carry no data (fastMRI's VarNet transform)
+        mask[:left] = False
+        mask[right:] = False
     return mask, seed
 
 
@@ -85,11 +89,12 @@ def evaluate(
         kspace = torch.stack([s.kspace for s in batch]).to(device)
         masked = kspace * masks
         targets = torch.stack([_target(s) for s in batch]).to(device)
-        max_values = torch.tensor([_max_value(s) for s in batch], device=device)
+        volume_max = all(s.meta.max_value is not None for s in batch)
+        max_values = torch.tensor([s.meta.max_value or 0.0 for s in batch], device=device)
         for method in methods:
             image = checked_reconstruct(method, masked, masks)
             image = center_crop(image, tuple(targets.shape[-2:]))
-            scores = score(targets, image, max_values)
+            scores = score(targets, image, max_values, ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX)
             if not result.example:
                 result.example["target"] = targets[0].cpu()
             if method.name not in result.example:
@@ -131,11 +136,6 @@ def _target(sample: Sample) -> torch.Tensor:
     if sample.target is None:
         raise ValueError(f"{sample.meta.file} slice {sample.meta.slice} has no target to score against")
     return sample.target
-
-
-def _max_value(sample: Sample) -> float:
-    """SSIM data_range: the target volume's maximum (fastMRI), else this slice's maximum."""
-    return sample.meta.max_value if sample.meta.max_value is not None else float(_target(sample).max())
 
 
 def run_recon(

@@ -28,6 +28,7 @@ from mrirobust.data.dataset import find_files, slice_range
 from mrirobust.data.fastmri import ISMRMRD_NS
 from mrirobust.data.sample import Sample, SampleMeta
 from mrirobust.errors import DataError
+from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, ifft2c
 
 ACQUISITION = "stanford-3d-fse"
@@ -170,7 +171,7 @@ def read_mridata_hybrid(path: str | Path, slices: str | tuple[int, int] | None =
 
 def rss_target(kspace: torch.Tensor, crop: tuple[int, int] | None = None) -> torch.Tensor:
     """Root-sum-of-squares of the coil images of fully sampled k-space (..., coils, H, W)."""
-    target = ifft2c(kspace).abs().pow(2).sum(dim=-3).sqrt()
+    target = rss(ifft2c(kspace))
     return target if crop is None else center_crop(target, crop)
 
 

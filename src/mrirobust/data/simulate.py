@@ -11,19 +11,9 @@ from __future__ import annotations
 import torch
 
 from mrirobust.errors import ShapeError
-from mrirobust.physics.coils import birdcage_maps, smooth_phase
+from mrirobust.physics.coils import birdcage_maps, normalize_maps, smooth_phase
+from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, fft2c, ifft2c
-
-
-def rss(coil_images: torch.Tensor) -> torch.Tensor:
-    """Root-sum-of-squares over the coil axis (-3)."""
-    return torch.sqrt((coil_images.abs() ** 2).sum(-3))
-
-
-def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Scale coil maps so that sum_i |S_i|^2 = 1 wherever they are non-zero (ESPIRiT's scaling)."""
-    norm = torch.sqrt((maps.abs() ** 2).sum(-3, keepdim=True))
-    return torch.where(norm > 0, maps / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(maps))
 
 
 def simulate_kspace(

@@ -12,6 +12,12 @@ import math
 import torch
 
 
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Scale coil maps so that sum_i |S_i|^2 = 1 wherever they are non-zero (ESPIRiT's scaling)."""
+    norm = torch.sqrt((maps.abs() ** 2).sum(-3, keepdim=True))
+    return torch.where(norm > 0, maps / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(maps))
+
+
 def birdcage_maps(
     num_coils: int,
     shape: tuple[int, int],
@@ -48,7 +54,7 @@ def birdcage_maps(
     phase = torch.atan2(dx, -dy) - (c + ring) * (2 * math.pi / per_ring)
     maps = torch.polar(1 / distance, phase)
     if normalize:
-        maps = maps / torch.sqrt((maps.abs() ** 2).sum(0, keepdim=True))
+        maps = normalize_maps(maps)
     return maps.to(dtype)
 
 
