@@ -67,11 +67,13 @@ class CGSense(Reconstructor):
 
     Coil maps come from meta `maps=` (B, C, H, W) or else from ESPIRiT on the under-sampled k-space.
     Linear in y for fixed maps, hence differentiable and not optimisation-based for the attacks.
+    `l2` is scale-free (both terms are quadratic in x, and ||A^H A|| <= 1 for ESPIRiT maps); the
+    default 0.01 stops CG from amplifying noise at 4x, where l2 = 0 loses ~0.09 SSIM on the demo.
     """
 
     iters: int = 30
     tol: float = 0.0
-    l2: float = 0.0
+    l2: float = 0.01
     calib_size: int = 24
     kernel_size: int = 6
     threshold: float = 0.001

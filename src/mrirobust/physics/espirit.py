@@ -44,8 +44,8 @@ def espirit_maps(
 ) -> torch.Tensor:
     """One set of ESPIRiT maps, (B, C, H, W) complex64, from k-space (B, C, H, W) or (C, H, W).
 
-    Defaults are BART `ecalib -m1`'s. The centred calib_size x calib_size region must be fully
-    sampled; maps are unit-norm over coils where kept and zero where cropped.
+    Defaults are BART `ecalib -m1`'s. The calibration region is the largest fully sampled
+    centred block of at most calib_size x calib_size; maps are unit-norm over coils where kept and zero where cropped.
     """
     single = kspace.ndim == 3
     batch = kspace[None] if single else kspace
@@ -56,7 +56,7 @@ def espirit_maps(
     if not 1 <= kernel_size <= calib_size:
         raise ConfigError("kernel_size", f"{kernel_size} must be between 1 and calib_size={calib_size}")
     batch = batch.to(torch.complex64)
-    calib = _calibration_region(batch, calib_size)
+    calib = _calibration_region(batch, calib_size, kernel_size)
     kernels = _signal_kernels(calib, kernel_size, threshold)
     coefficients = _operator_coefficients(kernels, kernel_size)
     maps = _top_eigenvectors(coefficients, batch.shape[-2:], crop)
@@ -65,21 +65,32 @@ def espirit_maps(
     return maps[0] if single else maps
 
 
-def _calibration_region(kspace: torch.Tensor, size: int) -> torch.Tensor:
-    """The centred size x size block (fastMRI/BART centre convention), checked to be sampled."""
+def _calibration_region(kspace: torch.Tensor, size: int, kernel_size: int) -> torch.Tensor:
+    """The largest centred block of at most size x size that is fully sampled in every slice.
+
+    Like BART's ecalib, `size` is an upper bound: with fewer fully sampled centre lines (a
+    narrow fastMRI centre, say) the region shrinks to them, down to the kernel size.
+    """
     height, width = kspace.shape[-2:]
     if size > height or size > width:
         raise ShapeError(f"calibration region {size}x{size} is larger than the k-space {height}x{width}")
-    top, left = height // 2 - size // 2, width // 2 - size // 2
-    calib = kspace[..., top : top + size, left : left + size]
-    unsampled = (calib == 0).all(dim=1)  # a position no coil measured
-    if bool(unsampled.any()):
+    sampled = (kspace != 0).any(dim=1).all(dim=0)  # (H, W): measured by some coil in every slice
+
+    def fully_sampled(h: int, w: int) -> bool:
+        top, left = height // 2 - h // 2, width // 2 - w // 2
+        return bool(sampled[top : top + h, left : left + w].all())
+
+    candidates = range(size, kernel_size - 1, -1)
+    w = next((w for w in candidates if fully_sampled(kernel_size, w)), 0)
+    h = next((h for h in candidates if w and fully_sampled(h, w)), 0)
+    if not h:
         raise MriRobustError(
-            f"the central {size}x{size} calibration region is not fully sampled "
-            f"({int(unsampled.sum())} unsampled positions); ESPIRiT needs a fully sampled centre "
-            "(use a smaller calib_size or a mask with more centre lines)"
+            f"no fully sampled centre of at least {kernel_size}x{kernel_size} k-space positions "
+            "(the ESPIRiT kernel size); ESPIRiT needs a fully sampled calibration region "
+            "(use a mask with more centre lines or a smaller kernel_size)"
         )
-    return calib
+    top, left = height // 2 - h // 2, width // 2 - w // 2
+    return kspace[..., top : top + h, left : left + w]
 
 
 def _signal_kernels(calib: torch.Tensor, kernel_size: int, threshold: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ def example_grid(images: Mapping[str, torch.Tensor], path: str | Path, *, title:
     `images` maps names to (H, W) magnitude images; the entry "target" is the reference. All
     panels share the target's grey scale so that contrast differences are visible.
     """
-    target = images["target"].float()
+    target = images["target"].float().numpy()
     names = [n for n in images if n != "target"]
     vmax = float(target.max())
     fig, axes = plt.subplots(2, len(names) + 1, figsize=(2.6 * (len(names) + 1), 5.4), squeeze=False)
@@ -37,10 +37,10 @@ def example_grid(images: Mapping[str, torch.Tensor], path: str | Path, *, title:
     axes[0, 0].set_title("target")
     axes[1, 0].axis("off")
     for col, name in enumerate(names, start=1):
-        image = images[name].float()
+        image = images[name].float().numpy()
         axes[0, col].imshow(image, cmap="gray", vmin=0, vmax=vmax)
         axes[0, col].set_title(name)
-        axes[1, col].imshow((image - target).abs(), cmap="magma", vmin=0, vmax=0.25 * vmax)
+        axes[1, col].imshow(abs(image - target), cmap="magma", vmin=0, vmax=0.25 * vmax)
         axes[1, col].set_title("|error| (x4)")
     for ax in axes.flat:
         ax.set_xticks([])
