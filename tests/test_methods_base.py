@@ -149,7 +149,8 @@ def test_bad_specs_raise_config_errors(spec: Any, message: str) -> None:
 @pytest.mark.parametrize(
     "method, message",
     [
-        (WrongShape(), r"'wrong-shape' returned \(2, 3, 8, 6\) for k-space \(2, 3, 8, 6\); expected \(2, 8, 6\)"),
+        (WrongShape(), r"'wrong-shape' returned \(2, 3, 8, 6\) for k-space \(2, 3, 8, 6\); expected \(2, h, w\) "
+                       r"with h <= 8 and w <= 6"),
         (Broken(), r"'broken' failed on k-space \(2, 3, 8, 6\): RuntimeError: model weights missing"),
         (ReturnsNaN(), "'nan' returned NaN"),
     ],

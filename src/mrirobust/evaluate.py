@@ -92,7 +92,7 @@ def evaluate(
         volume_max = all(s.meta.max_value is not None for s in batch)
         max_values = torch.tensor([s.meta.max_value or 0.0 for s in batch], device=device)
         for method in methods:
-            image = checked_reconstruct(method, masked, masks)
+            image = checked_reconstruct(method, masked, masks, target_shape=tuple(targets.shape[-2:]))
             image = center_crop(image, tuple(targets.shape[-2:]))
             scores = score(targets, image, max_values, ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX)
             if not result.example:

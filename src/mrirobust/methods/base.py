@@ -1,7 +1,8 @@
 """The method interface, the method registry and plug-in loading.
 
-A method is any object with `reconstruct(kspace, mask, **meta) -> (B, H, W)` real magnitude image
-at the full k-space size, plus declared traits. The attacks, the study runner and the CLI read the
+A method is any object with `reconstruct(kspace, mask, **meta) -> (B, h, w)` real magnitude image,
+h <= H and w <= W (the full k-space size, or a centre crop of it no smaller than meta
+`target_shape`, as fastMRI's U-net works on the cropped image), plus declared traits. The attacks, the study runner and the CLI read the
 traits, never the class name. Subclassing `Reconstructor` is optional (duck typing works), but a
 dataclass subclass gets `config()` for free from its fields.
 
@@ -147,10 +148,14 @@ def checked_reconstruct(method: Any, kspace: torch.Tensor, mask: torch.Tensor, *
         raise MriRobustError(
             f"method {label!r} failed on k-space {tuple(kspace.shape)}: {type(error).__name__}: {error}"
         ) from error
-    expected = (batch, height, width)
-    if not isinstance(image, torch.Tensor) or tuple(image.shape) != expected:
+    fits = isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == batch \
+        and image.shape[1] <= height and image.shape[2] <= width
+    if not fits:
         got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise MriRobustError(f"method {label!r} returned {got} for k-space {tuple(kspace.shape)}; expected {expected}")
+        raise MriRobustError(
+            f"method {label!r} returned {got} for k-space {tuple(kspace.shape)}; expected ({batch}, h, w) "
+            f"with h <= {height} and w <= {width}"
+        )
     if image.is_complex() or not image.is_floating_point():
         raise MriRobustError(f"method {label!r} returned dtype {image.dtype}; expected a real magnitude image")
     if not torch.isfinite(image).all():
