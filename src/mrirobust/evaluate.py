@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 import mrirobust
-from mrirobust.data.sample import Sample
+from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.methods.base import Reconstructor, checked_reconstruct
 from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, bootstrap_ci, score
 from mrirobust.physics.fft import center_crop
-from mrirobust.physics.masks import MaskSpec, seed_from_filename, stack_masks
+from mrirobust.physics.masks import MaskSpec, stack_masks
 
 METRICS = ("ssim", "psnr", "nmse", "mse")
 
@@ -30,19 +30,6 @@ def config_hash(method: Reconstructor) -> str:
     """A short, stable hash of a method's config, recorded with every result row."""
     text = json.dumps({"name": method.name, **method.config()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def mask_for(sample: Sample, spec: MaskSpec) -> tuple[torch.Tensor, tuple[int, ...] | None]:
-    """The sample's own mask (test files) or one drawn with fastMRI's per-file seed."""
-    if sample.mask is not None:
-        return sample.mask.bool(), None
-    seed = seed_from_filename(Path(sample.meta.file).name)
-    mask, _ = spec.sample(sample.shape[-1], seed=seed)
-    left, right = sample.meta.padding_left, sample.meta.padding_right
-    if left is not None and right is not None:  # zero-padded columns carry no data (fastMRI's VarNet transform)
-        mask[:left] = False
-        mask[right:] = False
-    return mask, seed
 
 
 def _shape_key(sample: Sample) -> tuple:
@@ -84,7 +71,7 @@ def evaluate(
     hashes = {m.name: config_hash(m) for m in methods}
     bar = tqdm(total=total, desc="reconstruct", unit="slice", disable=not progress)
     for batch in batches(samples, batch_size):
-        drawn = [mask_for(s, spec) for s in batch]
+        drawn = [draw_mask(s, spec) for s in batch]
         masks = stack_masks([m for m, _ in drawn]).to(device)
         kspace = torch.stack([s.kspace for s in batch]).to(device)
         masked = kspace * masks

@@ -13,9 +13,12 @@ Conventions shared by every module (docs/architecture.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from mrirobust.physics.masks import MaskSpec, Seed, seed_from_filename
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,22 @@ class Sample:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, kspace=move(self.kspace), target=move(self.target),
                        mask=move(self.mask), maps=move(self.maps))
+
+
+def draw_mask(sample: Sample, spec: MaskSpec, seed: Seed | None = None) -> tuple[torch.Tensor, Seed | None]:
+    """The sample's own mask (test files, seed None) or one drawn from `spec`.
+
+    The default seed is fastMRI's per-file seed (the same mask for every slice of a volume, as
+    fastMRI's validation transforms use); training passes its own seeds. Columns outside the
+    acquired k-space (the header's padding) are never sampled, as in fastMRI's VarNet transform.
+    """
+    if sample.mask is not None:
+        return sample.mask.bool(), None
+    if seed is None:
+        seed = seed_from_filename(Path(sample.meta.file).name)
+    mask, _ = spec.sample(sample.shape[-1], seed=seed)
+    left, right = sample.meta.padding_left, sample.meta.padding_right
+    if left is not None and right is not None:
+        mask[:left] = False
+        mask[right:] = False
+    return mask, seed
