@@ -70,39 +70,46 @@ def evaluate(
     result = ReconResult()
     hashes = {m.name: config_hash(m) for m in methods}
     bar = tqdm(total=total, desc="reconstruct", unit="slice", disable=not progress)
-    for batch in batches(samples, batch_size):
-        drawn = [draw_mask(s, spec) for s in batch]
-        masks = stack_masks([m for m, _ in drawn]).to(device)
-        kspace = torch.stack([s.kspace for s in batch]).to(device)
-        masked = kspace * masks
-        targets = torch.stack([_target(s) for s in batch]).to(device)
-        volume_max = all(s.meta.max_value is not None for s in batch)
-        max_values = torch.tensor([s.meta.max_value or 0.0 for s in batch], device=device)
-        for method in methods:
-            image = checked_reconstruct(method, masked, masks, target_shape=tuple(targets.shape[-2:]))
-            image = center_crop(image, tuple(targets.shape[-2:]))
-            scores = score(targets, image, max_values, ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX)
-            if not result.example:
-                result.example["target"] = targets[0].cpu()
-            if method.name not in result.example:
-                result.example[method.name] = image[0].detach().cpu()
-            for i, sample in enumerate(batch):
-                row = {
-                    "method": method.name,
-                    "config_hash": hashes[method.name],
-                    "file": sample.meta.file,
-                    "slice": sample.meta.slice,
-                    "acquisition": sample.meta.acquisition,
-                    "anatomy": sample.meta.anatomy,
-                    "mask": spec.describe() if drawn[i][1] is not None else "from-file",
-                    "mask_seed": "" if drawn[i][1] is None else Path(sample.meta.file).name,
-                    "mrirobust_version": mrirobust.__version__,
-                }
-                row.update({name: float(value[i]) for name, value in scores.items()})
-                result.rows.append(row)
-        bar.update(len(batch))
+    with torch.no_grad():
+        for batch in batches(samples, batch_size):
+            _score_batch(batch, methods, spec, device, hashes, result)
+            bar.update(len(batch))
     bar.close()
     return result
+
+
+def _score_batch(batch: list[Sample], methods: Sequence[Reconstructor], spec: MaskSpec,
+                 device: str | torch.device, hashes: dict[str, str], result: ReconResult) -> None:
+    """Reconstruct one batch with every method and append its rows (and example) to `result`."""
+    drawn = [draw_mask(s, spec) for s in batch]
+    masks = stack_masks([m for m, _ in drawn]).to(device)
+    kspace = torch.stack([s.kspace for s in batch]).to(device)
+    masked = kspace * masks
+    targets = torch.stack([_target(s) for s in batch]).to(device)
+    volume_max = all(s.meta.max_value is not None for s in batch)
+    max_values = torch.tensor([s.meta.max_value or 0.0 for s in batch], device=device)
+    for method in methods:
+        image = checked_reconstruct(method, masked, masks, target_shape=tuple(targets.shape[-2:]))
+        image = center_crop(image, tuple(targets.shape[-2:]))
+        scores = score(targets, image, max_values, ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX)
+        if not result.example:
+            result.example["target"] = targets[0].cpu()
+        if method.name not in result.example:
+            result.example[method.name] = image[0].detach().cpu()
+        for i, sample in enumerate(batch):
+            row = {
+                "method": method.name,
+                "config_hash": hashes[method.name],
+                "file": sample.meta.file,
+                "slice": sample.meta.slice,
+                "acquisition": sample.meta.acquisition,
+                "anatomy": sample.meta.anatomy,
+                "mask": spec.describe() if drawn[i][1] is not None else "from-file",
+                "mask_seed": "" if drawn[i][1] is None else Path(sample.meta.file).name,
+                "mrirobust_version": mrirobust.__version__,
+            }
+            row.update({name: float(value[i]) for name, value in scores.items()})
+            result.rows.append(row)
 
 
 def summarise(rows: Sequence[dict], *, confidence: float = 0.95, seed: int = 0) -> list[dict]:

@@ -148,21 +148,20 @@ def _save(path: Path, state: dict[str, Any]) -> Path:
 
 def validate(method: Any, samples: Any, indices: Sequence[int], spec: MaskSpec, device: str,
              batch_size: int) -> float:
-    """Mean SSIM (fastMRI volume-max variant) on validation slices with per-file masks."""
+    """Mean SSIM (fastMRI's volume-max variant where the files carry it) on validation slices.
+
+    Masks use fastMRI's per-file seeds, as in `mrirobust recon`.
+    """
+    from mrirobust.evaluate import evaluate  # evaluation sits beside methods; imported late to stay light
+
     model = _model(method)
     was_training = model.training
     model.eval()
-    scores: list[torch.Tensor] = []
-    with torch.no_grad():
-        for start in range(0, len(indices), batch_size):
-            collated = collate_samples([_masked(samples[i], spec) for i in indices[start : start + batch_size]])
-            target = collated["target"].to(device)
-            image = method.reconstruct(collated["kspace"].to(device), collated["mask"].to(device),
-                                       target_shape=tuple(target.shape[-2:]))
-            image = center_crop(image, tuple(target.shape[-2:]))
-            scores.append(ssim(target, image, _max_values(collated["meta"], target)))
+    result = evaluate((samples[i] for i in indices), [method], spec, device=device, batch_size=batch_size,
+                      progress=False)
     model.train(was_training)
-    return float(torch.cat(scores).mean())
+    values = [value for row in result.rows for key, value in row.items() if key.startswith("ssim[")]
+    return sum(values) / len(values)
 
 
 def train(method: Any, train_samples: Any, val_samples: Any | None, out: str | Path,
