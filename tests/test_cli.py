@@ -61,3 +61,17 @@ def test_empty_folder_and_unknown_method(tmp_path, small_data, capsys):
     assert main(["recon", str(small_data), "--methods", "no-such-method", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "no-such-method" in err and "zero-filled" in err
+
+
+def test_tune_writes_a_config_that_recon_loads(small_data, tmp_path, capsys):
+    config = tmp_path / "sense-tuned.yaml"
+    assert main(["tune", "sense", str(small_data), "--grid", "l2=0.0,0.01", "--grid", "iters=5,20",
+                 "--out", str(config), "--limit", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "best mean SSIM" in printed and config.exists()
+    tuned = __import__("yaml").safe_load(config.read_text())
+    assert tuned["name"] == "sense" and tuned["l2"] in (0.0, 0.01) and tuned["iters"] in (5, 20)
+    assert main(["recon", str(small_data), "--methods", f"zero-filled,{config}", "--out", str(tmp_path / "r"),
+                 "--limit", "2"]) == 0
+    assert main(["tune", "sense", str(small_data), "--grid", "lam=1", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "no setting lam" in capsys.readouterr().err

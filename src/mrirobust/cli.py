@@ -52,6 +52,41 @@ def cmd_recon(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from mrirobust.data.dataset import SliceDataset
+    from mrirobust.methods.base import build, parse_spec
+    from mrirobust.methods.train import TrainConfig, train
+
+    method = build(parse_spec(args.method))
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
+        acceleration=args.acceleration, center_fraction=args.center_fraction, mask_type=args.mask_type,
+        seed=args.seed, device=args.device, amp=args.amp, num_workers=args.workers,
+        max_train_slices=args.max_slices, max_val_slices=args.max_slices,
+    )
+    val = SliceDataset(args.val, slices=args.slices) if args.val else None
+    result = train(method, SliceDataset(args.data, slices=args.slices), val, args.out, config)
+    print(f"checkpoints: {result.last} (last), {result.best} (best); "
+          f"use it with --methods {method.name}={result.best}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from mrirobust.data.dataset import SliceDataset
+    from mrirobust.methods.base import parse_spec
+    from mrirobust.methods.tune import parse_grid, save_config, tune
+    from mrirobust.physics.masks import MaskSpec
+
+    dataset = SliceDataset(args.data, slices=args.slices)
+    samples = [dataset[i] for i in range(min(len(dataset), args.limit or len(dataset)))]
+    spec = MaskSpec(args.mask_type, (args.center_fraction,), (args.acceleration,))
+    result = tune(parse_spec(args.method), parse_grid(args.grid), samples, spec, device=args.device,
+                  batch_size=args.batch_size)
+    path = save_config(result.best, args.out, note=(
+        f"tuned by `mrirobust tune` on {args.data} ({len(samples)} slices, {spec.describe()}): "
+        f"mean SSIM {result.best_ssim:.4f}"))
+    print(f"best mean SSIM {result.best_ssim:.4f} with {result.best}; wrote {path}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from mrirobust.demo import run_demo
 
@@ -91,12 +126,40 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recon", help="reconstruct a dataset with several methods and score them")
     p.add_argument("data", type=Path, help="a fastMRI-layout .h5 file or folder")
-    p.add_argument("--methods", default="zero-filled,sense")
+    p.add_argument("--methods", default="zero-filled,sense",
+                   help="comma-separated: NAME, NAME=CHECKPOINT, a method YAML, or package.module:attr")
     p.add_argument("--out", type=Path, default=Path("out/recon"))
     p.add_argument("--slices", default=None, help="e.g. middle:5 or 10:20 (default: all)")
     p.add_argument("--limit", type=int, default=None, help="score at most this many slices")
     _add_recon_options(p)
     p.set_defaults(run=cmd_recon)
+
+    p = sub.add_parser("train", help="train a trainable method (U-net, VarNet, plug-ins) on a data folder")
+    p.add_argument("method", help="a method name or YAML config, e.g. unet-small")
+    p.add_argument("data", type=Path, help="training folder of fastMRI-layout files")
+    p.add_argument("--val", type=Path, default=None, help="validation folder (SSIM after every epoch)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder (an interrupted run resumes)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=None, help="default: the method's (fastMRI's)")
+    p.add_argument("--optimizer", default=None, help="adam | rmsprop (default: the method's)")
+    p.add_argument("--loss", default=None, help="l1 | ssim (default: the method's)")
+    p.add_argument("--amp", action="store_true", help="mixed precision")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--slices", default=None)
+    p.add_argument("--max-slices", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    _add_recon_options(p)
+    p.set_defaults(run=cmd_train, batch_size=1)
+
+    p = sub.add_parser("tune", help="grid-search a method's settings for the best mean SSIM")
+    p.add_argument("method", help="a method name or YAML config, e.g. l1")
+    p.add_argument("data", type=Path, help="tuning folder of fastMRI-layout files")
+    p.add_argument("--grid", action="append", required=True, help="KEY=V1,V2,... (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the tuned method config (.yaml)")
+    p.add_argument("--slices", default=None)
+    p.add_argument("--limit", type=int, default=None, help="use at most this many slices")
+    _add_recon_options(p)
+    p.set_defaults(run=cmd_tune)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))

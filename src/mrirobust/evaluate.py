@@ -148,11 +148,11 @@ def run_recon(
 ) -> list[dict]:
     """`mrirobust recon`: score methods on a data folder; write CSV, summary and an example figure."""
     from mrirobust.data.dataset import SliceDataset
-    from mrirobust.methods.base import build
+    from mrirobust.methods.base import build, parse_spec
     from mrirobust.report.figures import example_grid
     from mrirobust.results import format_summary, write_csv
 
-    methods = [build(name) for name in method_names]
+    methods = [build(parse_spec(name)) for name in method_names]
     spec = MaskSpec(mask_type, (center_fraction,), (acceleration,))
     dataset = SliceDataset(data, slices=slices)
     count = len(dataset) if limit is None else min(limit, len(dataset))

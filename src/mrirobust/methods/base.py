@@ -18,11 +18,13 @@ import importlib
 import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import yaml
 
-from mrirobust.errors import ConfigError, MriRobustError, ShapeError
+from mrirobust.errors import ConfigError, DataError, MriRobustError, ShapeError
 from mrirobust.physics.masks import check_mask
 
 ENTRY_POINT_GROUP = "mrirobust.methods"
@@ -99,6 +101,27 @@ def _resolve(name: str) -> Any:
     if name in plugins:
         return plugins[name].load()
     raise ConfigError("method", f"unknown method {name!r}; known methods: {', '.join(available())}")
+
+
+def parse_spec(text: str) -> str | dict[str, Any]:
+    """A method as written on the command line, into what `build` takes.
+
+    `name` (registered, entry point or module:attr), `name=CHECKPOINT` (trained weights), or a
+    path to a YAML method config (e.g. one written by `mrirobust tune`).
+    """
+    if text.endswith((".yaml", ".yml")):
+        path = Path(text)
+        try:
+            config = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise DataError(path, f"cannot read the method config: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise DataError(path, f"not valid YAML: {error}") from None
+        if not isinstance(config, dict) or "name" not in config:
+            raise DataError(path, "a method config must be a mapping with a `name`")
+        return config
+    name, sep, checkpoint = text.partition("=")
+    return {"name": name, "checkpoint": checkpoint} if sep else text
 
 
 def build(spec: str | dict[str, Any], **overrides: Any) -> Any:
