@@ -1,0 +1,253 @@
+"""fastMRI's U-net: the network, checkpoint loading, and the image-domain reconstruction pipeline.
+
+`Unet` has exactly the parameter layout of `fastmri.models.Unet` (same `state_dict` keys and
+shapes), so published fastMRI weights load unchanged (`load_weights`). The `unet` method is
+fastMRI's U-net baseline: zero-filled RSS image cropped to the target size, per-instance
+normalisation, U-net, normalisation undone.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mrirobust.errors import ConfigError
+from mrirobust.methods.base import Reconstructor, register
+from mrirobust.physics.combine import rss
+from mrirobust.physics.fft import center_crop, ifft2c
+from mrirobust.physics.masks import check_mask
+
+# --- the network -------------------------------------------------------------------------------
+
+
+class ConvBlock(nn.Module):
+    """(3x3 conv -> instance norm -> LeakyReLU(0.2) -> channel dropout) twice.
+
+    The norms, activations and dropouts sit in `layers` between the convolutions so the two
+    convolutions get fastMRI's parameter names (`layers.0`, `layers.4`).
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, drop_prob: float) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        for chans in (in_chans, out_chans):
+            stages += [
+                nn.Conv2d(chans, out_chans, kernel_size=3, padding=1, bias=False),
+                nn.InstanceNorm2d(out_chans),
+                nn.LeakyReLU(negative_slope=0.2, inplace=True),
+                nn.Dropout2d(drop_prob),
+            ]
+        self.layers = nn.Sequential(*stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class UpBlock(nn.Module):
+    """2x2 stride-2 transposed conv -> instance norm -> LeakyReLU(0.2): doubles H and W."""
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.ConvTranspose2d(in_chans, out_chans, kernel_size=2, stride=2, bias=False),
+            nn.InstanceNorm2d(out_chans),
+            nn.LeakyReLU(negative_slope=0.2, inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Unet(nn.Module):
+    """fastMRI's U-net (Ronneberger et al. 2015 with instance norm, average pooling, no biases).
+
+    (N, in_chans, H, W) -> (N, out_chans, H, W) for any H, W >= 2**num_pool_layers: odd sizes
+    are handled by reflect-padding the up-sampled features by one pixel on the bottom/right, as
+    fastMRI does. Channel widths: chans * 2**level, the bottleneck twice the deepest.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, chans: int = 32, num_pool_layers: int = 4,
+                 drop_prob: float = 0.0) -> None:
+        super().__init__()
+        widths = [chans * 2**level for level in range(num_pool_layers)]
+        self.down_sample_layers = nn.ModuleList(
+            ConvBlock(c_in, c_out, drop_prob) for c_in, c_out in zip([in_chans, *widths[:-1]], widths)
+        )
+        self.conv = ConvBlock(widths[-1], 2 * widths[-1], drop_prob)
+        self.up_conv = nn.ModuleList(ConvBlock(2 * w, w, drop_prob) for w in reversed(widths[1:]))
+        self.up_conv.append(nn.Sequential(ConvBlock(2 * chans, chans, drop_prob),
+                                          nn.Conv2d(chans, out_chans, kernel_size=1)))
+        self.up_transpose_conv = nn.ModuleList(UpBlock(2 * w, w) for w in reversed(widths))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down_sample_layers:
+            x = block(x)
+            skips.append(x)
+            x = F.avg_pool2d(x, kernel_size=2, stride=2)
+        x = self.conv(x)
+        for up, block in zip(self.up_transpose_conv, self.up_conv):
+            skip = skips.pop()
+            x = up(x)
+            pad_h, pad_w = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+            if pad_h or pad_w:  # odd size on the way down: pooling dropped one row/column
+                x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+            x = block(torch.cat([x, skip], dim=1))
+        return x
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def read_state_dict(source: str | Path | Mapping[str, Any], prefix: str) -> dict[str, torch.Tensor]:
+    """The model weights in a checkpoint file or mapping, in any of fastMRI's layouts.
+
+    Accepts a plain `state_dict` (fastMRI's published `*_state_dict.pt` files, `torch.save(model
+    .state_dict())`), a dict holding one under "state_dict" (PyTorch Lightning checkpoints and
+    `methods.train`'s), and in either keys with the Lightning module's attribute prefix
+    (`varnet.`, `unet.`), which is stripped; other keys of such a checkpoint (e.g. the SSIM loss's
+    `loss.w`) are ignored. Files are read with `weights_only=True`, which never runs pickled code.
+    """
+    state: Any = source
+    if not isinstance(source, Mapping):
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ConfigError("checkpoint", f"{source}: no such file") from None
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            raise ConfigError(
+                "checkpoint",
+                f"{source}: not a loadable weights file ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                "if it holds Python objects beyond tensors and you trust it, load it with "
+                "torch.load(..., weights_only=False) and pass it to mrirobust.methods.unet.load_weights",
+            ) from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ConfigError("checkpoint", f"{source}: holds a {type(state).__name__}, not a state_dict")
+    prefixed = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return dict(prefixed or state)
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], prefix: str) -> None:
+    """Load checkpoint weights into `model` strictly; a mismatch raises ConfigError naming its key."""
+    state = read_state_dict(source, prefix)
+    expected = model.state_dict()
+    label = source if isinstance(source, (str, Path)) else "state_dict"
+    for key, value in expected.items():
+        if key not in state:
+            raise ConfigError("checkpoint", f"{label}: key {key!r} is missing (architecture mismatch?)")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ConfigError("checkpoint", f"{label}: key {key!r} has shape {tuple(state[key].shape)}, "
+                                            f"the model expects {tuple(value.shape)}")
+    for key in state:
+        if key not in expected:
+            raise ConfigError("checkpoint", f"{label}: unexpected key {key!r} (architecture mismatch?)")
+    model.load_state_dict(state, strict=True)
+
+
+# --- the reconstruction method -----------------------------------------------------------------
+
+
+def crop_size(height: int, width: int, target_shape: tuple[int, int] | None) -> tuple[int, int]:
+    """The image size the U-net sees: the target's, else the central min(H, W) square.
+
+    fastMRI crops to the target (320x320 for knee and brain); without a target, the largest
+    central square is its analogue. A target larger than the image is clipped to the image.
+    """
+    if target_shape is None:
+        side = min(height, width)
+        return side, side
+    return min(int(target_shape[0]), height), min(int(target_shape[1]), width)
+
+
+def pad_to(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad the last two axes to `shape`, the inverse of `center_crop`'s placement."""
+    (height, width), (h, w) = shape, image.shape[-2:]
+    top, left = (height - h) // 2, (width - w) // 2
+    return F.pad(image, [left, width - w - left, top, height - h - top])
+
+
+@dataclass
+class UnetRecon(Reconstructor):
+    """fastMRI's U-net baseline on the zero-filled RSS image.
+
+    Pipeline (fastMRI's UnetDataTransform + UnetModule): |ifft2c(masked k-space)| RSS over coils,
+    centre-cropped to meta `target_shape` (else the central min(H, W) square, `crop_size`);
+    normalised by its own mean and std (eps 1e-11) and clamped to [-6, 6]; U-net; times std plus
+    mean. The output is zero-padded back to the k-space size (evaluation crops to the target).
+    `checkpoint` is a fastMRI U-net checkpoint (`load_weights`). The module in `.model` keeps
+    whatever train/eval mode it is given (identical unless drop_prob > 0).
+    """
+
+    checkpoint: str | None = None
+    chans: int = 32
+    num_pool_layers: int = 4
+    drop_prob: float = 0.0
+    model: nn.Module = field(init=False, repr=False, compare=False)
+
+    family = "trained"
+    differentiable = True
+    trainable = True
+    # fastMRI trains its U-net with an L1 loss and RMSprop at lr 1e-3.
+    train_defaults = {"loss": "l1", "optimizer": "rmsprop", "lr": 1e-3}
+
+    def __post_init__(self) -> None:
+        for name in ("chans", "num_pool_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(name, f"{getattr(self, name)} must be >= 1")
+        self.model = Unet(1, 1, chans=self.chans, num_pool_layers=self.num_pool_layers, drop_prob=self.drop_prob)
+        if self.checkpoint is not None:
+            load_weights(self.model, self.checkpoint, prefix="unet.")
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, target_shape: tuple[int, int] | None = None,
+                    **meta: Any) -> torch.Tensor:
+        self.model.to(kspace.device)
+        mask = check_mask(mask, kspace.shape).to(kspace.device)
+        height, width = kspace.shape[-2:]
+        image = center_crop(rss(ifft2c(kspace * mask), dim=-3), crop_size(height, width, target_shape))
+        mean = image.mean(dim=(-2, -1), keepdim=True)
+        std = image.std(dim=(-2, -1), keepdim=True)
+        normalised = ((image - mean) / (std + 1e-11)).clamp(-6, 6)
+        output = self.model(normalised[:, None])[:, 0] * std + mean
+        return pad_to(output, (height, width))
+
+
+def register_variants(cls: type, variants: Mapping[str, Mapping[str, Any]]) -> None:
+    """Register named architecture presets of `cls`; settings given to `build` override them."""
+    for name, architecture in variants.items():
+        register(name)(_preset(cls, name, dict(architecture)))
+
+
+def _preset(cls: type, name: str, architecture: dict[str, Any]) -> Callable[..., Any]:
+    def make(**settings: Any) -> Any:
+        method = cls(**{**architecture, **settings})
+        method.name = name  # config() then rebuilds this preset with its full settings
+        return method
+
+    make.__doc__ = f"{cls.__name__} preset {name!r}: {architecture}"
+    return make
+
+
+register("unet")(UnetRecon)
+
+# The U-net group of the paper's Table 2. "#layers" counts the down- plus up-sampling stages, so
+# 8 layers are fastMRI's 4 pools and 4 layers are 2 pools (the table's "#pools" column lists 4
+# for every row, which contradicts its 4-layer rows; the layer count is what the text says the
+# group varies). `unet-small` trains in minutes on 2 CPU cores at 160x160.
+UNET_VARIANTS: dict[str, dict[str, int]] = {
+    "unet-ref": {"chans": 32, "num_pool_layers": 4},
+    "unet2": {"chans": 16, "num_pool_layers": 4},
+    "unet3": {"chans": 16, "num_pool_layers": 2},
+    "unet4": {"chans": 8, "num_pool_layers": 4},
+    "unet5": {"chans": 8, "num_pool_layers": 2},
+    "unet-small": {"chans": 16, "num_pool_layers": 3},
+}
+register_variants(UnetRecon, UNET_VARIANTS)

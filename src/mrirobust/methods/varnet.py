@@ -1,0 +1,229 @@
+"""fastMRI's end-to-end variational network (Sriram et al. 2020) on native complex k-space.
+
+`VarNet` has exactly the parameter layout of `fastmri.models.VarNet` (same `state_dict` keys and
+shapes), so published fastMRI weights load unchanged. Internally k-space, coil images and coil
+maps are complex tensors (B, C, H, W); only the U-nets see real tensors, with the real and
+imaginary parts as two channels.
+
+Memory: the reference VarNet (12 cascades, chans 18) does not train on 11 GB cards at fastMRI's
+15 x 640 x 368 k-space. Knobs, largest saving first: `checkpoint_cascades=True` (keeps one
+cascade's activations instead of all of them and recomputes them in the backward pass, for about
+one extra forward pass of time); a smaller variant (fewer cascades or channels, `varnet2`..
+`varnet5`); batch size 1; and `torch.no_grad()` wherever no gradient is needed (evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from mrirobust.errors import ConfigError, ShapeError
+from mrirobust.methods.base import Reconstructor, register
+from mrirobust.methods.unet import Unet, load_weights, pad_to, register_variants
+from mrirobust.physics.combine import rss
+from mrirobust.physics.fft import center_crop, fft2c, ifft2c
+from mrirobust.physics.masks import check_mask
+
+
+class NormUnet(nn.Module):
+    """U-net on one complex image: (N, 1, H, W) complex -> (N, 1, H, W) complex.
+
+    The real and imaginary parts are two channels, each shifted and scaled by its own mean and
+    (unbiased) std, zero-padded to a multiple of 16 in H and W, and the scaling undone after.
+    """
+
+    def __init__(self, chans: int, num_pools: int, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.unet = Unet(2, 2, chans=chans, num_pool_layers=num_pools, drop_prob=drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.cat([x.real, x.imag], dim=1)  # (N, 2, H, W)
+        flat = parts.flatten(2)
+        mean = flat.mean(dim=2)[..., None, None]
+        std = flat.std(dim=2)[..., None, None]
+        height, width = parts.shape[-2:]
+        padded = pad_to((parts - mean) / std, (_multiple_of_16(height), _multiple_of_16(width)))
+        out = center_crop(self.unet(padded), (height, width)) * std + mean
+        return torch.complex(out[:, :1], out[:, 1:])
+
+
+def _multiple_of_16(n: int) -> int:
+    return 16 * math.ceil(n / 16)
+
+
+def low_frequency_count(mask: torch.Tensor) -> torch.Tensor:
+    """Per batch element, the width of the contiguous sampled band around the centre column.
+
+    fastMRI's rule: twice the shorter of the runs of sampled columns left and right of W // 2
+    (a symmetric centre), at least 1. Read on the centre row, so column masks and 2-D masks with
+    a fully sampled centre both work. `mask` is (B, 1, H or 1, W) bool; returns (B,) long.
+    """
+    row = mask[:, 0, mask.shape[2] // 2, :].long()
+    centre = row.shape[-1] // 2
+    left = row[:, :centre].flip(-1).cumprod(-1).sum(-1)
+    right = row[:, centre:].cumprod(-1).sum(-1)
+    return (2 * torch.minimum(left, right)).clamp_min(1)
+
+
+class SensitivityModel(nn.Module):
+    """Coil maps from the sampled k-space centre: per-coil NormUnet, then divided by their RSS.
+
+    With `mask_center`, only the `num_low_frequencies` centre columns are used (fastMRI's
+    placement: from (W - n + 1) // 2); given as an int or (B,) tensor, else read off the mask.
+    """
+
+    def __init__(self, chans: int, num_pools: int, drop_prob: float = 0.0, mask_center: bool = True) -> None:
+        super().__init__()
+        self.mask_center = mask_center
+        self.norm_unet = NormUnet(chans, num_pools, drop_prob=drop_prob)
+
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor,
+                num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
+        batch, coils, height, width = kspace.shape
+        if self.mask_center:
+            if num_low_frequencies is None or (isinstance(num_low_frequencies, int) and num_low_frequencies == 0):
+                count = low_frequency_count(mask)
+            else:
+                count = torch.as_tensor(num_low_frequencies, device=kspace.device).long().expand(batch)
+            start = (width - count + 1) // 2
+            columns = torch.arange(width, device=kspace.device)
+            centre = (columns >= start[:, None]) & (columns < (start + count)[:, None])
+            kspace = kspace * centre[:, None, None, :]
+        images = ifft2c(kspace).reshape(batch * coils, 1, height, width)
+        maps = self.norm_unet(images).reshape(batch, coils, height, width)
+        return maps / rss(maps, dim=1)[:, None]
+
+
+class VarNetBlock(nn.Module):
+    """One cascade: k - dc_weight * M (k - k0) - F S R(S^H F^H k), R a NormUnet."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.dc_weight = nn.Parameter(torch.ones(1))
+
+    def forward(self, current: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+                maps: torch.Tensor) -> torch.Tensor:
+        soft_dc = torch.where(mask, current - reference, 0) * self.dc_weight
+        image = (ifft2c(current) * maps.conj()).sum(dim=1, keepdim=True)
+        return current - soft_dc - fft2c(self.model(image) * maps)
+
+
+class VarNet(nn.Module):
+    """End-to-end VarNet: masked k-space (B, C, H, W) complex + bool mask (B, 1, H|1, W) -> RSS (B, H, W).
+
+    `checkpoint_cascades` recomputes each cascade's activations in the backward pass instead of
+    storing them (same outputs and gradients; see the module docstring on memory).
+    """
+
+    def __init__(self, num_cascades: int = 12, sens_chans: int = 8, sens_pools: int = 4, chans: int = 18,
+                 pools: int = 4, mask_center: bool = True, checkpoint_cascades: bool = False) -> None:
+        super().__init__()
+        self.checkpoint_cascades = checkpoint_cascades
+        self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
+        self.cascades = nn.ModuleList(VarNetBlock(NormUnet(chans, pools)) for _ in range(num_cascades))
+
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
+                num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
+        maps = self.sens_net(masked_kspace, mask, num_low_frequencies)
+        kspace = masked_kspace
+        for cascade in self.cascades:
+            if self.checkpoint_cascades and torch.is_grad_enabled():
+                kspace = checkpoint(cascade, kspace, masked_kspace, mask, maps, use_reentrant=False)
+            else:
+                kspace = cascade(kspace, masked_kspace, mask, maps)
+        return rss(ifft2c(kspace), dim=1)
+
+
+def fit_height(x: torch.Tensor, height: int) -> torch.Tensor:
+    """Centre-crop or zero-pad axis -2 to `height` (crop and pad undo each other's placement)."""
+    if x.shape[-2] >= height:
+        return center_crop(x, (height, x.shape[-1]))
+    return pad_to(x, (height, x.shape[-1]))
+
+
+@dataclass
+class VarnetRecon(Reconstructor):
+    """fastMRI's end-to-end VarNet: masked k-space + mask -> VarNet -> RSS image (B, H, W).
+
+    The mask is broadcast to (B, 1, H|1, W); meta `num_low_frequencies` (the mask function's
+    centre width) is passed on when given, else read off the mask's centre (`low_frequency_count`).
+    `checkpoint` is a fastMRI VarNet checkpoint (`unet.load_weights`). Memory knobs: see the
+    module docstring (`checkpoint_cascades`).
+
+    `resolution_fix` (the paper's fix for the Stanford knees, section 5.1): the readout length H
+    of the training k-space (640 for fastMRI knees). k-space of another length (Stanford: 320) has
+    another frequency spacing; it is resampled to the training spacing by zero-padding (or
+    cropping) the coil images along the readout to `resolution_fix` rows, and the output image is
+    cropped back, so the field of view and pixel scale are unchanged. Exact for column masks,
+    which sample every readout row; the phase-encode axis is left alone, since resampling it would
+    smear the unsampled columns into the sampled ones (VarNet is trained on varying widths anyway).
+    """
+
+    checkpoint: str | None = None
+    num_cascades: int = 12
+    sens_chans: int = 8
+    sens_pools: int = 4
+    chans: int = 18
+    pools: int = 4
+    mask_center: bool = True
+    checkpoint_cascades: bool = False
+    resolution_fix: int | None = None
+    model: nn.Module = field(init=False, repr=False, compare=False)
+
+    family = "trained"
+    differentiable = True
+    trainable = True
+    # fastMRI trains its VarNet with an SSIM loss and Adam at lr 3e-4.
+    train_defaults = {"loss": "ssim", "optimizer": "adam", "lr": 3e-4}
+
+    def __post_init__(self) -> None:
+        for name in ("sens_chans", "sens_pools", "chans", "pools"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(name, f"{getattr(self, name)} must be >= 1")
+        if self.num_cascades < 0:
+            raise ConfigError("num_cascades", f"{self.num_cascades} must be >= 0")
+        if self.resolution_fix is not None and self.resolution_fix < 1:
+            raise ConfigError("resolution_fix", f"{self.resolution_fix} must be a readout length >= 1 or None")
+        self.model = VarNet(self.num_cascades, self.sens_chans, self.sens_pools, self.chans, self.pools,
+                            mask_center=self.mask_center, checkpoint_cascades=self.checkpoint_cascades)
+        if self.checkpoint is not None:
+            load_weights(self.model, self.checkpoint, prefix="varnet.")
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor,
+                    num_low_frequencies: int | torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
+        self.model.to(kspace.device)
+        mask = check_mask(mask, kspace.shape).to(kspace.device)
+        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
+        if mask.shape[1] != 1:
+            raise ShapeError(f"VarNet needs one mask for all coils, got mask {tuple(mask.shape)}")
+        masked = kspace * mask
+        height = kspace.shape[-2]
+        resample = self.resolution_fix is not None and self.resolution_fix != height
+        if resample:
+            if mask.shape[-2] != 1:
+                raise ShapeError(f"resolution_fix needs a column mask (B, 1, 1, W), got {tuple(mask.shape)}")
+            masked = fft2c(fit_height(ifft2c(masked), self.resolution_fix))
+        image = self.model(masked, mask, num_low_frequencies)
+        return fit_height(image, height) if resample else image
+
+
+register("varnet")(VarnetRecon)
+
+# The VarNet group of the paper's Table 1 (all 3x3 kernels); `varnet-small` trains in minutes on
+# 2 CPU cores at 160x160.
+VARNET_VARIANTS: dict[str, dict[str, int]] = {
+    "varnet-ref": {"chans": 18, "pools": 4, "sens_pools": 4, "sens_chans": 8, "num_cascades": 12},
+    "varnet2": {"chans": 9, "pools": 4, "sens_pools": 4, "sens_chans": 4, "num_cascades": 12},
+    "varnet3": {"chans": 9, "pools": 4, "sens_pools": 4, "sens_chans": 4, "num_cascades": 6},
+    "varnet4": {"chans": 4, "pools": 4, "sens_pools": 4, "sens_chans": 2, "num_cascades": 12},
+    "varnet5": {"chans": 4, "pools": 4, "sens_pools": 4, "sens_chans": 2, "num_cascades": 6},
+    "varnet-small": {"chans": 8, "pools": 3, "sens_pools": 2, "sens_chans": 4, "num_cascades": 4},
+}
+register_variants(VarnetRecon, VARNET_VARIANTS)
