@@ -28,7 +28,12 @@ from mrirobust.errors import ConfigError, DataError, MriRobustError, ShapeError
 from mrirobust.physics.masks import check_mask
 
 ENTRY_POINT_GROUP = "mrirobust.methods"
-_BUILTIN_MODULES = ("mrirobust.methods.baselines", "mrirobust.methods.unet", "mrirobust.methods.varnet")
+_BUILTIN_MODULES = (
+    "mrirobust.methods.baselines",
+    "mrirobust.methods.l1",
+    "mrirobust.methods.unet",
+    "mrirobust.methods.varnet",
+)
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 
 
