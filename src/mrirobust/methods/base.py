@@ -32,6 +32,7 @@ _BUILTIN_MODULES = (
     "mrirobust.methods.baselines",
     "mrirobust.methods.l1",
     "mrirobust.methods.unet",
+    "mrirobust.methods.untrained",
     "mrirobust.methods.varnet",
 )
 _REGISTRY: dict[str, Callable[..., Any]] = {}
