@@ -75,3 +75,14 @@ def test_tune_writes_a_config_that_recon_loads(small_data, tmp_path, capsys):
                  "--limit", "2"]) == 0
     assert main(["tune", "sense", str(small_data), "--grid", "lam=1", "--out", str(tmp_path / "x.yaml")]) == 2
     assert "no setting lam" in capsys.readouterr().err
+
+
+def test_default_tuning_grids_follow_the_family():
+    from mrirobust.errors import ConfigError
+    from mrirobust.methods.tune import default_grid
+
+    assert set(default_grid("l1")) == {"lam", "iters"}  # the paper tunes lambda and iterations
+    assert set(default_grid("l1-dct")) == {"lam", "iters"}
+    assert set(default_grid("convdecoder-small")) == {"iters", "channels"}  # iterations and width
+    with pytest.raises(ConfigError, match="no default grid"):
+        default_grid("unet-small")

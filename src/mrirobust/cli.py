@@ -73,14 +73,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from mrirobust.data.dataset import SliceDataset
     from mrirobust.methods.base import parse_spec
-    from mrirobust.methods.tune import parse_grid, save_config, tune
+    from mrirobust.methods.tune import default_grid, parse_grid, save_config, tune
     from mrirobust.physics.masks import MaskSpec
 
     dataset = SliceDataset(args.data, slices=args.slices)
     samples = [dataset[i] for i in range(min(len(dataset), args.limit or len(dataset)))]
     spec = MaskSpec(args.mask_type, (args.center_fraction,), (args.acceleration,))
-    result = tune(parse_spec(args.method), parse_grid(args.grid), samples, spec, device=args.device,
-                  batch_size=args.batch_size)
+    base = parse_spec(args.method)
+    grid = parse_grid(args.grid) if args.grid else default_grid(base)
+    result = tune(base, grid, samples, spec, device=args.device, batch_size=args.batch_size)
     path = save_config(result.best, args.out, note=(
         f"tuned by `mrirobust tune` on {args.data} ({len(samples)} slices, {spec.describe()}): "
         f"mean SSIM {result.best_ssim:.4f}"))
@@ -154,7 +155,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="grid-search a method's settings for the best mean SSIM")
     p.add_argument("method", help="a method name or YAML config, e.g. l1")
     p.add_argument("data", type=Path, help="tuning folder of fastMRI-layout files")
-    p.add_argument("--grid", action="append", required=True, help="KEY=V1,V2,... (repeatable)")
+    p.add_argument("--grid", action="append", default=[],
+                   help="KEY=V1,V2,... (repeatable); default: the family's grid (l1: lam and iters; "
+                        "un-trained: iters and channels)")
     p.add_argument("--out", type=Path, required=True, help="where to write the tuned method config (.yaml)")
     p.add_argument("--slices", default=None)
     p.add_argument("--limit", type=int, default=None, help="use at most this many slices")
