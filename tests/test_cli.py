@@ -86,3 +86,41 @@ def test_default_tuning_grids_follow_the_family():
     assert set(default_grid("convdecoder-small")) == {"iters", "channels"}  # iterations and width
     with pytest.raises(ConfigError, match="no default grid"):
         default_grid("unet-small")
+
+
+PLUGIN = '''
+import torch
+
+class HalfZeroFilled:
+    """An outside method: half the zero-filled RSS (any object with traits and reconstruct)."""
+    family = "custom"
+    differentiable = True
+    trainable = False
+    optimisation_based = False
+
+    def config(self):
+        return {"name": "outside_recon:HalfZeroFilled"}
+
+    def reconstruct(self, kspace, mask, **meta):
+        coil_images = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=(-2, -1)), norm="ortho"),
+                                         dim=(-2, -1))
+        return 0.5 * coil_images.abs().pow(2).sum(1).sqrt()
+'''
+
+
+def test_outside_method_runs_through_recon_both_ways(small_data, tmp_path, monkeypatch):
+    """A user's method, by `module:attr` and by an installed package's entry point."""
+    (tmp_path / "outside_recon.py").write_text(PLUGIN)
+    dist_info = tmp_path / "outside_recon-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: outside-recon\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[mrirobust.methods]\nhalf-zf = outside_recon:HalfZeroFilled\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    assert main(["recon", str(small_data), "--methods", "zero-filled,outside_recon:HalfZeroFilled,half-zf",
+                 "--out", str(out), "--limit", "2"]) == 0
+    with open(out / "slices.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    mse = {r["method"]: float(r["mse"]) for r in rows if r["slice"] == rows[0]["slice"] and r["file"] == rows[0]["file"]}
+    assert set(mse) == {"zero-filled", "outside_recon:HalfZeroFilled", "half-zf"}
+    assert mse["half-zf"] == mse["outside_recon:HalfZeroFilled"] != mse["zero-filled"]
