@@ -220,16 +220,23 @@ class UnetRecon(Reconstructor):
         return pad_to(output, (height, width))
 
 
-def register_variants(cls: type, variants: Mapping[str, Mapping[str, Any]]) -> None:
-    """Register named architecture presets of `cls`; settings given to `build` override them."""
+def register_variants(cls: type, variants: Mapping[str, Mapping[str, Any]],
+                      train_defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Register named architecture presets of `cls`; settings given to `build` override them.
+
+    `train_defaults` overrides the class's training defaults for some presets (small CPU-sized
+    networks on small data train better with a larger step than fastMRI's full-size models).
+    """
     for name, architecture in variants.items():
-        register(name)(_preset(cls, name, dict(architecture)))
+        register(name)(_preset(cls, name, dict(architecture), dict((train_defaults or {}).get(name, {}))))
 
 
-def _preset(cls: type, name: str, architecture: dict[str, Any]) -> Callable[..., Any]:
+def _preset(cls: type, name: str, architecture: dict[str, Any], train_defaults: dict[str, Any]) -> Callable[..., Any]:
     def make(**settings: Any) -> Any:
         method = cls(**{**architecture, **settings})
         method.name = name  # config() then rebuilds this preset with its full settings
+        if train_defaults:
+            method.train_defaults = {**cls.train_defaults, **train_defaults}
         return method
 
     make.__doc__ = f"{cls.__name__} preset {name!r}: {architecture}"
