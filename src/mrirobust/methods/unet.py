@@ -175,8 +175,21 @@ def pad_to(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return F.pad(image, [left, width - w - left, top, height - h - top])
 
 
+class TrainedNetwork(Reconstructor):
+    """Traits shared by the trained networks, and the check of their architecture settings."""
+
+    family = "trained"
+    differentiable = True
+    trainable = True
+
+    def _require_positive(self, *names: str) -> None:
+        for name in names:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(name, f"{getattr(self, name)} must be >= 1")
+
+
 @dataclass
-class UnetRecon(Reconstructor):
+class UnetRecon(TrainedNetwork):
     """fastMRI's U-net baseline on the zero-filled RSS image.
 
     Pipeline (fastMRI's UnetDataTransform + UnetModule): |ifft2c(masked k-space)| RSS over coils,
@@ -193,16 +206,11 @@ class UnetRecon(Reconstructor):
     drop_prob: float = 0.0
     model: nn.Module = field(init=False, repr=False, compare=False)
 
-    family = "trained"
-    differentiable = True
-    trainable = True
     # fastMRI trains its U-net with an L1 loss and RMSprop at lr 1e-3.
     train_defaults = {"loss": "l1", "optimizer": "rmsprop", "lr": 1e-3}
 
     def __post_init__(self) -> None:
-        for name in ("chans", "num_pool_layers"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(name, f"{getattr(self, name)} must be >= 1")
+        self._require_positive("chans", "num_pool_layers")
         self.model = Unet(1, 1, chans=self.chans, num_pool_layers=self.num_pool_layers, drop_prob=self.drop_prob)
         if self.checkpoint is not None:
             load_weights(self.model, self.checkpoint, prefix="unet.")

@@ -24,8 +24,8 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from mrirobust.errors import ConfigError, ShapeError
-from mrirobust.methods.base import Reconstructor, register
-from mrirobust.methods.unet import Unet, load_weights, pad_to, register_variants
+from mrirobust.methods.base import register
+from mrirobust.methods.unet import TrainedNetwork, Unet, load_weights, pad_to, register_variants
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, fft2c, ifft2c
 from mrirobust.physics.masks import check_mask
@@ -149,7 +149,7 @@ def fit_height(x: torch.Tensor, height: int) -> torch.Tensor:
 
 
 @dataclass
-class VarnetRecon(Reconstructor):
+class VarnetRecon(TrainedNetwork):
     """fastMRI's end-to-end VarNet: masked k-space + mask -> VarNet -> RSS image (B, H, W).
 
     The mask is broadcast to (B, 1, H|1, W); meta `num_low_frequencies` (the mask function's
@@ -177,16 +177,11 @@ class VarnetRecon(Reconstructor):
     resolution_fix: int | None = None
     model: nn.Module = field(init=False, repr=False, compare=False)
 
-    family = "trained"
-    differentiable = True
-    trainable = True
     # fastMRI trains its VarNet with an SSIM loss and Adam at lr 3e-4.
     train_defaults = {"loss": "ssim", "optimizer": "adam", "lr": 3e-4}
 
     def __post_init__(self) -> None:
-        for name in ("sens_chans", "sens_pools", "chans", "pools"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(name, f"{getattr(self, name)} must be >= 1")
+        self._require_positive("sens_chans", "sens_pools", "chans", "pools")
         if self.num_cascades < 0:
             raise ConfigError("num_cascades", f"{self.num_cascades} must be >= 0")
         if self.resolution_fix is not None and self.resolution_fix < 1:
