@@ -154,6 +154,34 @@ class L1(Reconstructor):
     ) -> torch.Tensor:
         return self.solve(kspace, mask, maps).abs()
 
+    # --- the two-step attack's protocol (mrirobust.robustness.attacks.OptimisationAttackable) ---
+    def attack_variables(
+        self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None, **meta: Any
+    ) -> list[torch.Tensor]:
+        """[v, maps, scale, energy]: the image x = scale v starts at this method's solution.
+
+        scale = max |A^H y| per slice keeps v of order one, so one optimiser step size fits every
+        intensity scale; only v requires grad. Maps, scale (hence lam_abs = lam scale) and the
+        data energy ||y||^2 are fixed from the clean data.
+        """
+        with torch.no_grad():
+            op = self.operator(kspace, mask, maps)
+            scale = op.adjoint(kspace).abs().flatten(1).amax(dim=1).clamp_min(torch.finfo(kspace.real.dtype).tiny)
+            image = self.solve(kspace, mask, op.maps) / scale.reshape(-1, 1, 1)
+            energy = (kspace * op.mask).abs().square().flatten(1).sum(dim=1).clamp_min(torch.finfo(scale.dtype).tiny)
+        return [image.requires_grad_(), op.maps, scale, energy]
+
+    def attack_image(self, variables: list[torch.Tensor]) -> torch.Tensor:
+        """|x| = |scale v|, (B, H, W)."""
+        image, _, scale, _ = variables
+        return (scale.reshape(-1, 1, 1) * image).abs()
+
+    def attack_loss(self, variables: list[torch.Tensor], kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(||A x - y||^2 + lam_abs ||H x||_1) / ||y_clean||^2 per slice: the objective, scale-free."""
+        image, maps, scale, energy = variables
+        op = MultiCoilOperator(maps, mask)
+        return l1_objective(op, self.sparsifier, scale.reshape(-1, 1, 1) * image, kspace, self.lam * scale) / energy
+
 
 @register("l1-dct")
 @dataclass

@@ -215,6 +215,25 @@ class UntrainedDecoder(Reconstructor):
             image, _ = self.fit(kspace, mask)
         return image
 
+    # --- the two-step attack's protocol (mrirobust.robustness.attacks.OptimisationAttackable) ---
+    def attack_variables(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> list[torch.Tensor]:
+        """[*weights, input, scale map]: the seeded initial weights (requiring grad), the fixed input,
+        and the per-slice k-space scale s as a (B, H, W) map, which also carries the output size."""
+        state = self.init(kspace, mask.to(kspace.device))
+        scale_map = state.scale.reshape(-1, 1, 1).expand(-1, *kspace.shape[-2:])
+        return [*state.params, state.noise, scale_map]
+
+    def attack_image(self, variables: list[torch.Tensor]) -> torch.Tensor:
+        """The RSS of the network output at the data's scale (before data consistency), (B, H, W)."""
+        *params, noise, scale_map = variables
+        return rss(self.decode(params, noise, tuple(scale_map.shape[-2:]))) * scale_map
+
+    def attack_loss(self, variables: list[torch.Tensor], kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`data_loss` of the weights for k-space (normalised by the clean data's scale), (B,)."""
+        *params, noise, scale_map = variables
+        state = FitState(params, noise, scale_map[:, 0, 0], optimizer=None, schedule=None)  # type: ignore[arg-type]  # no fitting
+        return self.data_loss(state, kspace, mask)
+
 
 def consistent_coil_images(coil_images: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Coil images whose k-space equals `kspace` on the sampled entries and F(coil_images) elsewhere."""

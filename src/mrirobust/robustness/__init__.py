@@ -1,0 +1,1 @@
+"""Robustness experiments: adversarial perturbations of the measurements (paper section 4)."""
