@@ -10,6 +10,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from mrirobust.errors import ConfigError, MriRobustError
 
@@ -88,6 +91,25 @@ def cmd_tune(args: argparse.Namespace) -> None:
     print(f"best mean SSIM {result.best_ssim:.4f} with {result.best}; wrote {path}")
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("--attack-setting", f"{text!r} is not KEY=VALUE")
+    return key.strip(), yaml.safe_load(value)
+
+
+def cmd_attack(args: argparse.Namespace) -> None:
+    from mrirobust.robustness.adversarial import run_attack_experiment
+
+    run_attack_experiment(
+        args.data, _methods(args.methods), eps=args.eps, images=args.images, out=args.out,
+        mask_type=args.mask_type, acceleration=args.acceleration, center_fraction=args.center_fraction,
+        evaluate_only=[n.strip() for n in args.evaluate_only.split(",") if n.strip()],
+        device=args.device, seed=args.seed, norm=args.norm, batch_size=args.batch_size,
+        attack_settings=dict(_setting(s) for s in args.attack_setting),
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from mrirobust.demo import run_demo
 
@@ -163,6 +185,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use at most this many slices")
     _add_recon_options(p)
     p.set_defaults(run=cmd_tune)
+
+    p = sub.add_parser("attack", help="adversarial k-space perturbations: transfer matrix, Figures 3, 9, 10")
+    p.add_argument("data", type=Path, help="a fastMRI-layout .h5 file or folder (its first --images slices)")
+    p.add_argument("--methods", default="zero-filled,sense",
+                   help="methods to attack; every perturbation is applied to each of them")
+    p.add_argument("--evaluate-only", default="", help="methods evaluated under the attacks but not attacked")
+    p.add_argument("--eps", default="0,0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08",
+                   help="budgets ||z|| / ||reference||, comma-separated")
+    p.add_argument("--images", type=int, default=10)
+    p.add_argument("--norm", default="measured", choices=("measured", "full"),
+                   help="budget relative to the measured k-space y (paper) or the full k-space (authors' code)")
+    p.add_argument("--attack-setting", action="append", default=[],
+                   help="KEY=VALUE passed to the attack (repeatable), e.g. steps=50")
+    p.add_argument("--out", type=Path, default=Path("out/attack"), help="results folder; a re-run resumes")
+    p.add_argument("--seed", type=int, default=0)
+    _add_recon_options(p)
+    p.set_defaults(run=cmd_attack)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
