@@ -20,6 +20,19 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
     return path
 
 
+def write_parquet(rows: Sequence[dict], path: str | Path) -> Path:
+    """Write rows to Parquet (for pandas/arrow users); the file appears only once complete."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    table = pa.Table.from_pylist([{k: row.get(k) for k in fields} for row in rows])
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
 def format_summary(summary: Sequence[dict], *, confidence: float = 0.95) -> str:
     """A plain-text table: one line per method, `mean [low, high]` for every metric."""
     if not summary:

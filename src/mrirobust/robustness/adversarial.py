@@ -38,7 +38,7 @@ from mrirobust.physics.fft import center_crop, ifft2c
 from mrirobust.physics.masks import MaskSpec, stack_masks
 from mrirobust.robustness.attacks import attack, random_perturbation
 from mrirobust.report.adversarial_figures import RANDOM, basis_figure, examples_figure, loss_figure
-from mrirobust.results import write_csv
+from mrirobust.results import write_csv, write_parquet
 
 NORMS = ("measured", "full")  # budget relative to ||y|| (paper eq. 2) or the full k-space (authors' code)
 RESULTS_NAME = "attack"
@@ -316,7 +316,7 @@ def run_attack_experiment(
     bar.close()
 
     csv_path = write_csv(rows, out / f"{RESULTS_NAME}.csv")
-    parquet = _write_parquet(rows, out / f"{RESULTS_NAME}.parquet")
+    parquet = write_parquet(rows, out / f"{RESULTS_NAME}.parquet")
     loss_key = f"{ssim_name(rows[0]['ssim_variant'])}_loss"
     figures = [loss_figure(rows, out / "figure3.png", loss_key=loss_key),
                examples_figure(examples, out / "figure9.png", eps=max(budgets))]
@@ -326,23 +326,9 @@ def run_attack_experiment(
     failed = sum(r["status"] != "ok" for r in rows)
     if failed:
         print(f"{failed} of {len(rows)} rows failed; their `reason` column says why")
-    wrote = [csv_path] + ([parquet] if parquet else []) + figures
-    print("wrote " + ", ".join(str(p) for p in wrote) + ("" if parquet else " (pyarrow missing: no Parquet)"))
+    wrote = [csv_path, parquet, *figures]
+    print("wrote " + ", ".join(str(p) for p in wrote))
     return csv_path
-
-
-def _write_parquet(rows: list[dict], path: Path) -> Path | None:
-    """Rows as Parquet, atomically; None when pyarrow is not installed."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return None
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    table = pa.Table.from_pylist([{k: row.get(k) for k in fields} for row in rows])
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
 
 
 def transfer_matrix(rows: Sequence[dict], *, loss_key: str, eps: float | None = None
