@@ -113,5 +113,11 @@ def test_calibration_region_shrinks_to_the_sampled_centre_like_bart() -> None:
     assert float(similarity[inside].median()) >= 0.98
     with pytest.raises(MriRobustError, match="no fully sampled centre"):
         espirit_maps(fft2c(coils) * column_mask(96, centre=4))
+
+
+def test_empty_maps_are_an_error_not_zeros() -> None:
+    coils, _ = coil_images((128, 96))
+    with pytest.raises(MriRobustError, match="kept no pixel"):
+        espirit_maps(fft2c(coils), crop=1.01)  # no eigenvalue exceeds 1
     with pytest.raises(ShapeError, match="larger than the k-space"):
         espirit_maps(fft2c(coils)[:, :20, :20])

@@ -60,6 +60,13 @@ def espirit_maps(
     kernels = _signal_kernels(calib, kernel_size, threshold)
     coefficients = _operator_coefficients(kernels, kernel_size)
     maps = _top_eigenvectors(coefficients, batch.shape[-2:], crop)
+    empty = (maps == 0).flatten(1).all(dim=1)
+    if bool(empty.any()):  # one check per call: silently empty maps would zero every reconstruction
+        raise MriRobustError(
+            f"ESPIRiT kept no pixel (eigenvalue > crop={crop}) in slice(s) {empty.nonzero().flatten().tolist()} "
+            f"with a {calib.shape[-2]}x{calib.shape[-1]} calibration region: sample more centre lines, or "
+            "lower crop"
+        )
     maps = _rotate_phase(maps, calib)
     maps = maps.contiguous()  # the block layout above leaves permuted strides
     return maps[0] if single else maps
