@@ -15,7 +15,10 @@ so the same patient can be rendered with any contrast of its family:
 
 Random fields are synthesised from spectral coefficients drawn on a fixed frequency grid, so a
 patient looks the same at any matrix size over the same field of view (resolution shifts).
-Planting small features later is one more painted layer (`_paint`'s layer list).
+Small lesions (`SynthConfig.lesions`) are one more painted layer each (`_paint`'s layer list):
+bright or dark discs a few pixels wide inside the anatomy on up to 3 consecutive slices, drawn
+from their own seeded generator so volumes without lesions are unchanged; `synthesize` writes
+their boxes as a fastMRI+-format `annotations.csv` next to the files (`data.annotations`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrirobust.data.annotations import write_fastmri_plus
 from mrirobust.data.fastmri import write_volume
 from mrirobust.data.simulate import simulate_kspace
 from mrirobust.errors import ConfigError
@@ -57,6 +61,7 @@ class SynthConfig:
     (default `shape`; fastMRI knee: 320 x 368 for a 320 x 320 target). k-space is
     (2 * matrix[0] if oversample else matrix[0], matrix[1]). `acquisition`: one name or a tuple
     cycled over the volumes (None: all of the family's). `snr_db` as in `simulate_kspace`.
+    `lesions`: small planted lesions per volume (0: none, the files are as without the option).
     """
 
     anatomy: str = "knee"
@@ -70,6 +75,7 @@ class SynthConfig:
     oversample: bool = False
     snr_db: float | None = 25.0
     seed: int = 0
+    lesions: int = 0
 
     def __post_init__(self) -> None:
         if self.anatomy not in ACQUISITIONS:
@@ -78,6 +84,8 @@ class SynthConfig:
             if name not in ACQUISITIONS[self.anatomy]:
                 raise ConfigError("acquisition", f"unknown {name!r} for {self.anatomy}; "
                                                  f"choose from {sorted(ACQUISITIONS[self.anatomy])}")
+        if self.lesions < 0:
+            raise ConfigError("lesions", f"must be >= 0, got {self.lesions}")
         if min(self.num_volumes, self.slices_per_volume, self.num_coils) < 1:
             raise ConfigError("num_volumes/slices_per_volume/num_coils", "must be positive")
         if self.matrix is not None and (self.matrix[0] < self.shape[0] or self.matrix[1] < self.shape[1]):
@@ -286,8 +294,45 @@ def _volume_seed(config: SynthConfig, index: int) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def render_volume(config: SynthConfig, index: int, acquisition: str | None = None) -> torch.Tensor:
-    """The magnitude images (S, H, W) of volume `index` on the imaged matrix, float32."""
+LESION_LABELS = {"bright": "Synthetic lesion - bright", "dark": "Synthetic lesion - dark"}
+
+
+def _lesions(config: SynthConfig, index: int, canvas: _Canvas, image: torch.Tensor, contrast: dict[str, float]
+             ) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[int, str, int, int, int, int]]]:
+    """`config.lesions` disc layers inside the anatomy of `image` (S, H, W) and their boxes
+    (slice, label, top, left, height, width) in the target frame."""
+    generator = torch.Generator().manual_seed(_volume_seed(config, index) ^ 0x1E5105)
+    slices, height, width = image.shape
+    h, w = config.shape
+    offset = ((height - h) // 2, (width - w) // 2)  # the target is the centre crop of the matrix
+    bright = max(contrast, key=contrast.get)
+    layers, boxes = [], []
+    for _ in range(config.lesions):
+        radius = 1.0 + 1.5 * float(torch.rand((), generator=generator))
+        reach = math.ceil(radius)
+        middle = int(torch.randint(slices, (), generator=generator))
+        chosen = list(range(max(0, middle - 1), min(slices, middle + 2)))
+        inside = image[middle] > 0.3 * image[middle].max()
+        border = torch.zeros_like(inside)  # keep the whole box inside the target
+        border[offset[0] + reach + 1: offset[0] + h - reach - 1, offset[1] + reach + 1: offset[1] + w - reach - 1] = True
+        candidates = (inside & border).nonzero()
+        if not len(candidates):
+            continue
+        row, col = candidates[int(torch.randint(len(candidates), (), generator=generator))].tolist()
+        kind = "bright" if float(torch.rand((), generator=generator)) < 0.5 else "dark"
+        distance = torch.sqrt((canvas.y - (row - height // 2) * canvas.unit) ** 2
+                              + (canvas.x - (col - width // 2) * canvas.unit) ** 2)
+        on = torch.zeros(slices, 1, 1, dtype=torch.float64)
+        on[chosen] = 1.0
+        layers.append((bright if kind == "bright" else "fibrous", on * canvas.soft(radius * canvas.unit - distance)))
+        boxes += [(s, LESION_LABELS[kind], row - offset[0] - reach, col - offset[1] - reach, 2 * reach + 1,
+                   2 * reach + 1) for s in chosen]
+    return layers, boxes
+
+
+def _render(config: SynthConfig, index: int, acquisition: str | None = None
+            ) -> tuple[torch.Tensor, list[tuple[int, str, int, int, int, int]]]:
+    """Magnitude images (S, H, W) on the imaged matrix, float32, and the planted lesions' boxes."""
     layers_of, texture, grain = _ANATOMY[config.anatomy]
     generator = torch.Generator().manual_seed(_volume_seed(config, index))
     span = config.slices_per_volume / 16 * (0.8 + 0.4 * float(torch.rand((), generator=generator)))
@@ -297,19 +342,33 @@ def render_volume(config: SynthConfig, index: int, acquisition: str | None = Non
     layers = layers_of(canvas)
     modulation = 1 + texture * (canvas.field(0, 3) + canvas.field(grain, grain / 2)) / math.sqrt(2)
     acquisition = acquisition or config.acquisitions[index % len(config.acquisitions)]
-    image = _paint(layers, ACQUISITIONS[config.anatomy][acquisition]) * modulation
-    return image.clamp_min(0).to(torch.float32)
+    contrast = ACQUISITIONS[config.anatomy][acquisition]
+    boxes: list[tuple[int, str, int, int, int, int]] = []
+    if config.lesions:
+        lesion_layers, boxes = _lesions(config, index, canvas, _paint(layers, contrast), contrast)
+        layers = layers + lesion_layers
+    image = _paint(layers, contrast) * modulation
+    return image.clamp_min(0).to(torch.float32), boxes
+
+
+def render_volume(config: SynthConfig, index: int, acquisition: str | None = None) -> torch.Tensor:
+    """The magnitude images (S, H, W) of volume `index` on the imaged matrix, float32."""
+    return _render(config, index, acquisition)[0]
 
 
 def generate_volume(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Volume `index` of `config`: (kspace (S, C, H, W) complex64, target (S, h, w) float32, meta)."""
+    """Volume `index` of `config`: (kspace (S, C, H, W) complex64, target (S, h, w) float32, meta).
+
+    meta["lesions"] lists the planted lesions' boxes (slice, label, top, left, height, width) in
+    the target frame.
+    """
     acquisition = config.acquisitions[index % len(config.acquisitions)]
-    images = render_volume(config, index, acquisition)
+    images, lesions = _render(config, index, acquisition)
     seed = _volume_seed(config, index)
     kspace, target, _ = simulate_kspace(images, num_coils=config.num_coils, seed=seed,
                                         snr_db=config.snr_db, oversample=config.oversample)
     target = center_crop(target, config.shape)
-    meta = dict(anatomy=config.anatomy, acquisition=acquisition, seed=seed,
+    meta = dict(anatomy=config.anatomy, acquisition=acquisition, seed=seed, lesions=lesions,
                 patient_id=f"synth-{config.anatomy}-{config.split}-{config.seed}-{index:03d}")
     return kspace.numpy(), target.numpy(), meta
 
@@ -317,6 +376,8 @@ def generate_volume(config: SynthConfig, index: int) -> tuple[np.ndarray, np.nda
 def synthesize(out_dir: str | Path, configs: str | SynthConfig | Sequence[SynthConfig] = DEFAULT_PRESET,
                *, seed: int | None = None) -> list[Path]:
     """Write fastMRI-layout files `out_dir/<anatomy>/<split>/file_<anatomy>_<index>.h5`; their paths.
+
+    A config with lesions also writes `out_dir/<anatomy>/<split>/annotations.csv` (fastMRI+ format).
 
     `seed` replaces the configs' own seeds (another draw of patients with the same settings).
     """
@@ -333,12 +394,17 @@ def synthesize(out_dir: str | Path, configs: str | SynthConfig | Sequence[SynthC
         raise ConfigError("configs", "two configs write the same <anatomy>/<split> folder")
     paths = []
     for config in configs:
+        boxes = []
         for index in range(config.num_volumes):
             kspace, target, meta = generate_volume(config, index)
             path = Path(out_dir) / config.anatomy / config.split / f"file_{config.anatomy}_{index:03d}.h5"
+            boxes += [(path.stem, *box) for box in meta["lesions"]]
             paths.append(write_volume(
                 path, kspace, target=target, acquisition=meta["acquisition"], patient_id=meta["patient_id"],
                 recon_size=config.shape,
                 attrs=dict(anatomy=config.anatomy, seed=meta["seed"], generator="mrirobust.data.synthetic",
                            snr_db=np.nan if config.snr_db is None else config.snr_db)))
+        if config.lesions:
+            write_fastmri_plus(boxes, Path(out_dir) / config.anatomy / config.split / "annotations.csv",
+                               config.shape[0])
     return paths
