@@ -103,3 +103,25 @@ def test_bad_settings_are_config_errors(data, tmp_path):
         run_heatmap(data, ["zero-filled"], reference="target", out=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="twice"):
         run_heatmap(data, ["sense", "sense"], out=tmp_path, progress=False)
+
+
+def test_features_commands_end_to_end_and_bad_window(tmp_path, capsys):
+    """`mrirobust features heatmap|annotated` on generated data with planted lesions."""
+    from mrirobust.cli import main
+
+    root = tmp_path / "data"
+    synthesize(root, SynthConfig("knee", split="test", shape=(48, 48), slices_per_volume=3, num_coils=4,
+                                 num_volumes=1, oversample=True, lesions=2))
+    folder = root / "knee" / "test"
+    assert main(["features", "heatmap", str(folder), "--methods", "zero-filled", "--stride", "16",
+                 "--center-fraction", "0.16", "--out", str(tmp_path / "heat")]) == 0
+    with open(tmp_path / "heat" / "heatmap.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == len(heatmap_boxes((48, 48), 3, 16))
+    assert main(["features", "annotated", str(folder), str(folder / "annotations.csv"), "--methods", "zero-filled",
+                 "--center-fraction", "0.16", "--out", str(tmp_path / "ann")]) == 0
+    assert (tmp_path / "ann" / "annotated.csv").exists()
+    capsys.readouterr()
+    assert main(["features", "heatmap", str(folder), "--methods", "zero-filled", "--window", "60",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "window" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "heatmap.csv").exists()

@@ -110,6 +110,43 @@ def cmd_attack(args: argparse.Namespace) -> None:
     )
 
 
+def _ints(text: str, field: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(field, f"expected comma-separated integers, got {text!r}") from None
+
+
+def _feature_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(mask_type=args.mask_type, acceleration=args.acceleration, center_fraction=args.center_fraction,
+                device=args.device, batch_size=args.batch_size, out=args.out)
+
+
+def cmd_features_heatmap(args: argparse.Namespace) -> None:
+    from mrirobust.robustness.features import run_heatmap
+
+    run_heatmap(args.data, _methods(args.methods), stride=args.stride, window=args.window, images=args.images,
+                value=args.value, reference=args.reference, normalize=args.normalize, maps_crop=args.maps_crop,
+                **_feature_options(args))
+
+
+def cmd_features_sizes(args: argparse.Namespace) -> None:
+    from mrirobust.robustness.features import run_feature_sizes
+
+    run_feature_sizes(args.data, _methods(args.methods), windows=_ints(args.windows, "--windows"),
+                      placements=args.placements, images=args.images, seed=args.seed, value=args.value,
+                      reference=args.reference, normalize=args.normalize, maps_crop=args.maps_crop,
+                      **_feature_options(args))
+
+
+def cmd_features_annotated(args: argparse.Namespace) -> None:
+    from mrirobust.robustness.features import run_annotated
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
+    run_annotated(args.data, args.annotations, _methods(args.methods), labels=labels, min_size=args.min_size,
+                  max_size=args.max_size, **_feature_options(args))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from mrirobust.demo import run_demo
 
@@ -202,6 +239,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_recon_options(p)
     p.set_defaults(run=cmd_attack)
+
+    features = sub.add_parser("features", help="small-feature recovery: heat maps, window sizes, pathologies"
+                              ).add_subparsers(dest="features_command", required=True)
+    for name, run, help_text in (
+        ("heatmap", cmd_features_heatmap, "MSE of a k x k feature at every location on a grid (Figures 7, 16)"),
+        ("sizes", cmd_features_sizes, "random placements of windows 2..5 over many images (Figure 17)"),
+        ("annotated", cmd_features_annotated, "MSE inside annotated pathology boxes vs SSIM (Figures 8, 18)"),
+    ):
+        p = features.add_parser(name, help=help_text)
+        p.add_argument("data", type=Path, help="a fastMRI-layout .h5 file or folder")
+        if name == "annotated":
+            p.add_argument("annotations", type=Path, help="fastMRI+ or Caliva et al. CSV")
+            p.add_argument("--labels", default=None, help="comma-separated label filters (substring, any case)")
+            p.add_argument("--min-size", type=int, default=1, help="smallest box side in pixels")
+            p.add_argument("--max-size", type=int, default=None, help="largest box side in pixels")
+        else:
+            p.add_argument("--images", type=int, default=1 if name == "heatmap" else 200)
+            p.add_argument("--value", type=float, default=None, help="feature value (default: the image maximum)")
+            p.add_argument("--reference", default="rss", choices=("rss", "added"),
+                           help="rss: RSS of the coil images with the feature; added: target + value in the window")
+            p.add_argument("--normalize", default="none" if name == "heatmap" else "value", choices=("none", "value"))
+            p.add_argument("--maps-crop", type=float, default=0.0,
+                           help="ESPIRiT crop for the maps the feature goes through (0 keeps the background)")
+        if name == "heatmap":
+            p.add_argument("--stride", type=int, default=4)
+            p.add_argument("--window", type=int, default=3)
+        if name == "sizes":
+            p.add_argument("--windows", default="2,3,4,5")
+            p.add_argument("--placements", type=int, default=100)
+            p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--methods", default="zero-filled,sense")
+        p.add_argument("--out", type=Path, default=Path(f"out/features-{name}"))
+        _add_recon_options(p)
+        p.set_defaults(run=run)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
