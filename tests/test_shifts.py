@@ -164,3 +164,18 @@ def test_bad_input_fails_before_any_model_runs(data, tmp_path, calls):
     with pytest.raises(ConfigError, match="target"):
         _run("dataset", data / "knee", None, tmp_path / "o", tmp_path / "c")
     assert calls == {"train": 0, "tune": 0}
+
+
+def test_shift_command_end_to_end_and_bad_groups(data, tmp_path, capsys):
+    from mrirobust.cli import main
+
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("U-net:\n  - {name: unet-small, chans: 4, num_pool_layers: 2}\nbaseline:\n  - zero-filled\n")
+    assert main(["shift", "anatomy", str(data / "knee"), str(data / "brain"), "--groups", str(groups),
+                 "--out", str(tmp_path / "out"), "--epochs", "1", "--max-train-slices", "2",
+                 "--center-fraction", str(CF), "--images", "2"]) == 0
+    assert (tmp_path / "out" / "shift.csv").exists() and (tmp_path / "out" / "fits.json").exists()
+    groups.write_text("- not a mapping\n")
+    capsys.readouterr()
+    assert main(["shift", "hard", str(data / "knee"), "--groups", str(groups), "--out", str(tmp_path / "bad")]) == 2
+    assert "--groups" in capsys.readouterr().err

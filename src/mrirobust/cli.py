@@ -147,6 +147,33 @@ def cmd_features_annotated(args: argparse.Namespace) -> None:
                   max_size=args.max_size, **_feature_options(args))
 
 
+def _groups(path: Path | None) -> dict[str, list[Any]] | None:
+    """`--groups groups.yaml`: a mapping from group name to a list of method specs."""
+    if path is None:
+        return None
+    try:
+        groups = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError("--groups", f"cannot read {path}: {error}") from None
+    if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
+        raise ConfigError("--groups", f"{path} must map group names to lists of methods")
+    return groups
+
+
+def cmd_shift(args: argparse.Namespace) -> None:
+    from mrirobust.methods.base import parse_spec
+    from mrirobust.methods.train import TrainConfig
+    from mrirobust.robustness.shifts import run_shift
+
+    train_config = TrainConfig(epochs=args.epochs, batch_size=args.train_batch_size,
+                               max_train_slices=args.max_train_slices, seed=args.seed, device=args.device)
+    run_shift(args.kind, args.source, args.target, groups=_groups(args.groups), out=args.out, cache=args.cache,
+              train_config=train_config, tune_images=args.tune_images, mask_type=args.mask_type,
+              acceleration=args.acceleration, center_fraction=args.center_fraction, images=args.images,
+              eval_split=args.eval_split, filter_method=parse_spec(args.filter), hard_slices=args.hard_slices,
+              hard_fraction=args.hard_fraction, device=args.device, batch_size=args.batch_size)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from mrirobust.demo import run_demo
 
@@ -273,6 +300,28 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=Path(f"out/features-{name}"))
         _add_recon_options(p)
         p.set_defaults(run=run)
+
+    p = sub.add_parser("shift", help="distribution shifts over model groups (Figures 2, 4, 6, 13, 14)")
+    p.add_argument("kind", choices=("dataset", "anatomy", "hard"))
+    p.add_argument("source", help="source folder with train/ val/ (test/); PATH@ACQ1,ACQ2 filters acquisitions")
+    p.add_argument("target", nargs="?", default=None,
+                   help="shifted folder (dataset/anatomy); PATH@ACQ filters, mridata:PATH for Stanford knees")
+    p.add_argument("--groups", type=Path, default=None,
+                   help="YAML: group name -> list of methods (default: the demo-sized groups)")
+    p.add_argument("--out", type=Path, default=Path("out/shift"))
+    p.add_argument("--cache", type=Path, default=None, help="trained/tuned artefacts (default OUT/cache)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-batch-size", type=int, default=1)
+    p.add_argument("--max-train-slices", type=int, default=None)
+    p.add_argument("--tune-images", type=int, default=4)
+    p.add_argument("--images", type=int, default=None, help="evaluate at most this many slices per domain")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--filter", default="sense", help="the hard set's filter method (not one of the groups)")
+    p.add_argument("--hard-slices", default="middle:5")
+    p.add_argument("--hard-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    _add_recon_options(p)
+    p.set_defaults(run=cmd_shift)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
