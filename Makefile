@@ -31,7 +31,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mrirobust demo --out $(DEMO_OUT)
 
 test: $(VENV)/.installed-test
-	@command -v bart >/dev/null || sh .ci/install-bart.sh
+	@(command -v bart && command -v chromium) >/dev/null || sh .ci/install-tools.sh
 	$(PY) -m pytest -q
 
 clean:

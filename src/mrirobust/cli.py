@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from mrirobust.errors import ConfigError, MriRobustError
+from mrirobust.study import EXECUTORS
 
 
 def _methods(text: str) -> list[str]:
@@ -56,10 +57,13 @@ def cmd_recon(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
     from mrirobust.data.dataset import SliceDataset
     from mrirobust.methods.base import build, parse_spec
     from mrirobust.methods.train import TrainConfig, train
 
+    torch.manual_seed(args.seed)  # the initial weights: a training run depends only on its settings
     method = build(parse_spec(args.method))
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
@@ -177,7 +181,30 @@ def cmd_shift(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from mrirobust.demo import run_demo
 
-    run_demo(args.out, device=args.device)
+    run_demo(args.out, quick=args.quick, device=args.device, executor=args.executor)
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from mrirobust.report.html import write_report
+    from mrirobust.study.config import load_study
+    from mrirobust.study.runner import describe_plan, run_study
+
+    study = load_study(args.config)
+    if args.check:
+        print(describe_plan(study, args.out))
+        return
+    out = Path(args.out or Path("out") / study.name)
+    try:
+        run_study(study, out, executor=args.executor, workers=args.workers, address=args.address, device=args.device)
+    finally:  # also after a failed job: the report shows what finished and lists what did not
+        if (out / "store" / "plan.json").is_file():
+            print(f"report: {write_report(out)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mrirobust.report.html import write_report
+
+    print(f"report: {write_report(args.results, args.out)}")
 
 
 def _add_recon_options(p: argparse.ArgumentParser) -> None:
@@ -323,9 +350,27 @@ def parser() -> argparse.ArgumentParser:
     _add_recon_options(p)
     p.set_defaults(run=cmd_shift)
 
-    p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
+    p = sub.add_parser("study", help="the whole study from a YAML config: train, tune, attack, shift, features, "
+                                     "report (resumable; docs/study.md)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="study folder (default out/NAME)")
+    p.add_argument("--executor", choices=EXECUTORS, default=None, help="default: the config's (inline)")
+    p.add_argument("--workers", type=int, default=None, help="processes/Ray tasks at once (default: GPUs or 1)")
+    p.add_argument("--address", default=None, help="Ray cluster address, e.g. ray://head:10001")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
+    p.add_argument("--check", action="store_true", help="validate the config, list the jobs, run nothing")
+    p.set_defaults(run=cmd_study)
+
+    p = sub.add_parser("report", help="the static HTML report of a study folder")
+    p.add_argument("results", type=Path, help="the study folder (its --out)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS/report)")
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("demo", help="the whole study at demo scale on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
+    p.add_argument("--quick", action="store_true", help="a smoke-sized study (under 2 minutes on a CPU)")
+    p.add_argument("--executor", choices=EXECUTORS, default=None)
     p.set_defaults(run=cmd_demo)
     return root
 

@@ -134,7 +134,7 @@ def _target(sample: Sample) -> torch.Tensor:
 
 def run_recon(
     data: str | Path,
-    method_names: Sequence[str],
+    method_names: Sequence[str | dict],
     *,
     out: str | Path,
     mask_type: str = "random",
@@ -152,7 +152,7 @@ def run_recon(
     from mrirobust.report.figures import example_grid
     from mrirobust.results import format_summary, write_csv
 
-    methods = [build(parse_spec(name)) for name in method_names]
+    methods = [build(parse_spec(m) if isinstance(m, str) else m) for m in method_names]
     spec = MaskSpec(mask_type, (center_fraction,), (acceleration,))
     dataset = SliceDataset(data, slices=slices)
     count = len(dataset) if limit is None else min(limit, len(dataset))

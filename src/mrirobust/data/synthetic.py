@@ -101,7 +101,9 @@ class SynthConfig:
 def _demo(anatomy: str) -> list[SynthConfig]:
     # 2x readout oversampling as in fastMRI: without it the anatomy runs into the k-space FOV's
     # edge along the readout, which no smooth coil-map model (ESPIRiT, SENSE) represents.
-    return [SynthConfig(anatomy, split=split, num_volumes=n, oversample=True)
+    # The test split carries planted lesions (with a fastMRI+ style annotations.csv) for the
+    # annotated small-feature experiment.
+    return [SynthConfig(anatomy, split=split, num_volumes=n, oversample=True, lesions=3 if split == "test" else 0)
             for split, n in (("train", 4), ("val", 2), ("test", 2))]
 
 

@@ -1,4 +1,4 @@
-"""Figures for papers: matplotlib, headless, written atomically as PNG (and PDF on request)."""
+"""Figures for papers: matplotlib, headless, written atomically as PNG with a PDF twin."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from mrirobust.atomic import atomic_path  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    """Write `fig` to `path` (format from the suffix) atomically and close it."""
+    """Write `fig` to `path` (format from the suffix) atomically and close it; a PNG also gets a
+    vector PDF twin beside it, for papers."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
+    targets = [path] + ([path.with_suffix(".pdf")] if path.suffix == ".png" else [])
+    for target in targets:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -103,9 +103,10 @@ class Domain:
         return base + (f"[{'+'.join(self.acquisitions)}]" if self.acquisitions else "")
 
     def split(self, split: str, *, required: bool = False) -> Path:
-        path = self.root / split
-        if path.is_dir():
-            return path
+        """`root/split`, or fastMRI's own `root/multicoil_split`; the root itself if neither exists."""
+        for path in (self.root / split, self.root / f"multicoil_{split}"):
+            if path.is_dir():
+                return path
         if required:
             raise ConfigError("source", f"{self.root} has no {split}/ folder; training and tuning need "
                                         "train/ and val/ splits of the source domain")
@@ -149,21 +150,24 @@ class Model:
     group: str
     config: dict[str, Any]
     grid: dict[str, list[Any]] | None = None
+    train: dict[str, Any] | None = None  # this model's TrainConfig fields over the experiment's
 
 
 def parse_groups(groups: Mapping[str, Sequence[str | Mapping[str, Any]]]) -> list[Model]:
-    """Groups of method specs (a name or a config; a config's `label`/`tune` keys are taken out)."""
+    """Groups of method specs (a name or a config; a config's `label`, `tune` (grid) and `train`
+    (TrainConfig fields for this model only) keys are taken out)."""
     models = []
     for group, specs in groups.items():
         for spec in specs:
             config = {"name": spec} if isinstance(spec, str) else dict(spec)
             label = config.pop("label", None)
             grid = config.pop("tune", None)
+            train = config.pop("train", None)
             method = build(config)
             if grid is None and not method.trainable:
                 grid = TUNE_GRIDS.get(method.family)
             label = label or "-".join([config["name"], *(f"{k}{v}" for k, v in config.items() if k != "name")])
-            models.append(Model(label, group, config, dict(grid) if grid else None))
+            models.append(Model(label, group, config, dict(grid) if grid else None, dict(train) if train else None))
     labels = [m.label for m in models]
     twice = sorted({n for n in labels if labels.count(n) > 1})
     if twice or not models:
@@ -183,6 +187,8 @@ class Prepared:
 def prepare(model: Model, source: Domain, *, cache: Path, train_config: TrainConfig, spec: MaskSpec,
             tune_images: int, device: str, progress: bool) -> Prepared:
     """Train (trainable) or tune (with a grid) `model` on the source, or reuse the cached result."""
+    train_config = replace(train_config, **(model.train or {}))
+    torch.manual_seed(train_config.seed)  # the initial weights: a cached model depends only on its key
     method = build(model.config)
     if method.trainable:
         train_set = source.dataset("train", required=True)

@@ -1,0 +1,3 @@
+"""The whole study from one config: validation, jobs, the results store and executors."""
+
+EXECUTORS = ("inline", "processes", "ray")

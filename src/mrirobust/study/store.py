@@ -1,0 +1,106 @@
+"""The results store of a study: one committed record and rows file per finished job.
+
+A job's rows (`rows/KEY.parquet`) are written first, then its record (`jobs/KEY.json`), each
+atomically; the record is the commit. A run killed at any point leaves only whole files, and a
+job without a record simply runs again. The plan (`plan.json`) names the jobs of the current
+config, so the export holds exactly their rows, once each. One run at a time holds the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mrirobust.atomic import atomic_path
+from mrirobust.errors import DataError, MriRobustError
+from mrirobust.results import write_csv, write_parquet
+
+
+class Store:
+    """`OUT/store`: plan, job records and rows; see the module docstring for the layout."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store for this process; a second run on the same store is refused, not queued.
+
+        `flock` is released by the kernel when the process dies, even by SIGKILL.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise MriRobustError(f"{self.root}: the store is in use by {holder}; wait for that run to end "
+                                     "or give another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def write_plan(self, study: str, jobs: Sequence[Mapping[str, str]]) -> None:
+        self._write_json(self.root / "plan.json", {"study": study, "jobs": list(jobs)})
+
+    def plan(self) -> dict[str, Any]:
+        path = self.root / "plan.json"
+        if not path.is_file():
+            raise DataError(self.root.parent, "not a study folder (no store/plan.json); run `mrirobust study` first")
+        return json.loads(path.read_text())
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The committed record of job `key`, or None when that job has not finished."""
+        path = self.root / "jobs" / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def commit(self, record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store a finished job: rows first, then the record that makes them count."""
+        key = record["key"]
+        if rows:
+            self._guard(lambda: write_parquet(rows, self.root / "rows" / f"{key}.parquet"), "rows")
+        self._write_json(self.root / "jobs" / f"{key}.json", {**record, "rows": len(rows)})
+
+    def rows(self, key: str) -> list[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        path = self.root / "rows" / f"{key}.parquet"
+        return pq.read_table(path).to_pylist() if path.is_file() else []
+
+    def export(self, keys: Sequence[str], folder: str | Path) -> list[Path]:
+        """All rows of the given (committed) jobs, in order, as results.csv and results.parquet."""
+        rows = [row for key in keys for row in self.rows(key)]
+        if not rows:
+            return []
+        folder = Path(folder)
+        return [self._guard(lambda: write_csv(rows, folder / "results.csv"), "results.csv"),
+                self._guard(lambda: write_parquet(rows, folder / "results.parquet"), "results.parquet")]
+
+    def _write_json(self, path: Path, value: Any) -> None:
+        def write() -> Path:
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(value, indent=1, default=str) + "\n")
+            return path
+        self._guard(write, path.name)
+
+    def _guard(self, write: Any, what: str) -> Path:
+        """Run a write; a full disk becomes one clear error (the atomic write left nothing behind)."""
+        try:
+            return write()
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise MriRobustError(f"{self.root}: the disk is full while writing {what}; the store keeps every "
+                                     "job committed before this one — free space and run the study again") from None
+            raise
