@@ -77,6 +77,8 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Study:
+    """A validated study: `raw` is the mapping as written (saved as study.yaml with the results)."""
+
     name: str
     path: Path | None
     raw: dict[str, Any]
@@ -111,7 +113,7 @@ def validate(raw: Any, *, base: Path = Path("."), path: Path | None = None) -> S
     _known(executor, {"kind", "workers", "address"}, "executor")
     if executor.setdefault("kind", "inline") not in EXECUTORS:
         raise ConfigError("executor.kind", f"{executor['kind']!r}; choose from {', '.join(EXECUTORS)}")
-    default_mask = _mask(raw.get("mask", {}), "mask", MaskSpec("random", (0.08,), (4,)))
+    default_mask = mask_spec(raw.get("mask", {}), "mask", MaskSpec("random", (0.08,), (4,)))
     data = {key: _data(key, value, base, default_mask)
             for key, value in _mapping(raw.get("data"), "data", required=True).items()}
     methods = {key: _method(key, value, data) for key, value in _mapping(raw.get("methods", {}), "methods").items()}
@@ -139,7 +141,8 @@ def _known(value: Mapping, allowed: set[str], field: str) -> None:
         raise ConfigError(where, f"unknown key; allowed here: {', '.join(sorted(allowed))}")
 
 
-def _mask(value: Any, field: str, default: MaskSpec) -> MaskSpec:
+def mask_spec(value: Any, field: str, default: MaskSpec) -> MaskSpec:
+    """A `{type, acceleration, center_fraction}` mapping over `default`; errors name `field`."""
     value = _mapping(value, field)
     _known(value, {"type", "acceleration", "center_fraction"}, field)
     kind = value.get("type", default.kind)
@@ -172,7 +175,7 @@ def _data(key: str, value: Any, base: Path, default_mask: MaskSpec) -> DataSourc
         acquisitions = [acquisitions]
     if acquisitions is not None and not (isinstance(acquisitions, list) and all(isinstance(a, str) for a in acquisitions)):
         raise ConfigError(f"{field}.acquisitions", "expected a list of acquisition names")
-    return DataSource(root.resolve(), _mask(value.get("mask", {}), f"{field}.mask", default_mask), fmt,
+    return DataSource(root.resolve(), mask_spec(value.get("mask", {}), f"{field}.mask", default_mask), fmt,
                       tuple(acquisitions) if acquisitions else None)
 
 
@@ -254,7 +257,7 @@ def _experiment(name: str, value: Any, data: Mapping[str, DataSource], methods: 
     for key, setting in settings.items():
         _setting(setting, parameters[key].default, f"{field}.{key}")
     if "mask" in entry:
-        _mask(entry["mask"], f"{field}.mask", MaskSpec("random", (0.08,), (4,)))
+        mask_spec(entry["mask"], f"{field}.mask", MaskSpec("random", (0.08,), (4,)))
     if kind == "shift":
         _shift_entry(entry, field, data, methods)
     else:

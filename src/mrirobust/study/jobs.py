@@ -21,7 +21,7 @@ import torch
 import mrirobust
 from mrirobust.methods.train import TrainConfig
 from mrirobust.robustness.shifts import Domain, Model, prepare
-from mrirobust.study.config import RUNNERS, DataSource, Experiment, MethodEntry, Study, _mask
+from mrirobust.study.config import RUNNERS, DataSource, Experiment, MethodEntry, Study, mask_spec
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,9 @@ def _prepare_job(entry: MethodEntry, study: Study, out: Path, identities: dict) 
     kind = "train" if entry.train else "tune"
     key = digest({"kind": kind, **{k: v for k, v in payload.items() if k not in ("cache", "domain")},
                   "data": identities[section["data"]], "format": source.format, "acq": source.acquisitions})
-    record = {"settings": {k: v for k, v in payload.items() if k not in ("cache", "domain", "label")},
-              "data": {section["data"]: str(source.root)}, "mask": spec.describe()}
+    record = {"settings": {k: v for k, v in payload.items() if k not in ("cache", "domain", "label", "config")},
+              "methods": {entry.label: entry.config}, "data": {section["data"]: str(source.root)},
+              "mask": spec.describe()}
     return Job(key, entry.label, kind, payload, record=record)
 
 
@@ -100,7 +101,7 @@ def _experiment_job(exp: Experiment, study: Study, out: Path, identities: dict, 
         names = [entry["data"]]
         labels = uses = tuple(entry["methods"]) + tuple(entry.get("evaluate_only", ()))
         keys = {label: method_keys[label] for label in uses}
-    spec = _mask(entry.get("mask", {}), "mask", study.data[names[0]].mask)
+    spec = mask_spec(entry.get("mask", {}), "mask", study.data[names[0]].mask)
     key_content = {"kind": exp.kind, "entry": {k: v for k, v in entry.items() if k != "annotations"},
                    "data": {n: [identities[n], study.data[n].format, study.data[n].acquisitions] for n in names},
                    "methods": keys, "mask": spec.describe()}
