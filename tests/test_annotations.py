@@ -4,7 +4,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
 import mrirobust.methods.baselines  # noqa: F401  (registers zero-filled, sense)
 from mrirobust.data.annotations import Box, read_annotations, select, write_fastmri_plus

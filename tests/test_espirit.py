@@ -10,7 +10,7 @@ import torch
 
 from mrirobust.errors import MriRobustError, ShapeError
 from mrirobust.physics.espirit import espirit_maps
-from mrirobust.physics.fft import fft2c, ifft2c
+from mrirobust.physics.fft import fft2c
 from tests.bart import bart, bart_available, read_cfl, write_cfl
 
 COILS = 8

@@ -23,7 +23,7 @@ import mrirobust.study.store as store_module
 from mrirobust.cli import main
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError, MriRobustError
-from mrirobust.study.config import load_study, validate
+from mrirobust.study.config import validate
 from mrirobust.study.runner import describe_plan, run_study
 from mrirobust.study.store import Store
 from tests.test_mridata import fft3c, phantom_coil_images, write_ismrmrd

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import json
 import math
 import re
 import shutil
@@ -24,6 +23,7 @@ import yaml
 
 from mrirobust.atomic import atomic_path
 from mrirobust.errors import DataError
+from mrirobust.study.store import Store
 
 PREPARE_KINDS = ("train", "tune")
 
@@ -115,26 +115,16 @@ def write_report(results: str | Path, out: str | Path | None = None) -> Path:
 
 def _load(results: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The plan and the finished jobs by key; a plan with no jobs when the study has not planned yet."""
-    store = results / "store"
-    if not (results / "study.yaml").is_file() and not (store / "plan.json").is_file():
+    store = Store(results / "store")
+    plan = store.plan()
+    if plan is None and not (results / "study.yaml").is_file():
         raise DataError(results, "not a study folder (no study.yaml, no store/plan.json)")
-    plan_path = store / "plan.json"
-    plan = _read_json(plan_path) if plan_path.is_file() else {"study": results.name, "jobs": []}
-    jobs = {}
-    for entry in plan["jobs"]:
-        path = store / "jobs" / f"{entry['key']}.json"
-        if path.is_file():
-            jobs[entry["key"]] = _read_json(path)
+    planned = plan is not None
+    plan = plan or {"study": results.name, "jobs": []}
+    jobs = {entry["key"]: record for entry in plan["jobs"] if (record := store.record(entry["key"]))}
     plan["unfinished"] = [j for j in plan["jobs"] if j["key"] not in jobs]
-    plan["planned"] = plan_path.is_file()
+    plan["planned"] = planned
     return plan, jobs
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise DataError(path, f"cannot read it as JSON: {error}") from error
 
 
 def _header(results: Path, plan: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> str:
@@ -170,7 +160,7 @@ def _job_section(results: Path, out: Path, job: dict[str, Any], copied: set[str]
     for figure in job.get("figures", []):
         parts.append(_figure(results / figure, out / "figures", f"{_safe(key)}-", copied))
     rows_path = results / "store" / "rows" / f"{key}.parquet"
-    for title, table in _tables(job["kind"], _read_rows(rows_path), rows_path):
+    for title, table in _tables(job["kind"], Store(results / "store").rows(key), rows_path):
         parts.append(f"<h3>{esc(title)}</h3>{table}")
     settings = {k: job[k] for k in ("settings", "methods", "data", "mask") if k in job}
     parts.append(f"<h3>Configuration</h3><pre>{esc(yaml.safe_dump(settings, sort_keys=False))}</pre>")
@@ -201,15 +191,6 @@ def _figure(png: Path, folder: Path, prefix: str, copied: set[str]) -> str:
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except (OSError, ValueError) as error:
-        raise DataError(path, f"cannot read the job's rows: {error}") from error
 
 
 def _tables(kind: str, rows: list[dict[str, Any]], path: Path) -> list[tuple[str, str]]:

@@ -55,16 +55,15 @@ class Store:
     def write_plan(self, study: str, jobs: Sequence[Mapping[str, str]]) -> None:
         self._write_json(self.root / "plan.json", {"study": study, "jobs": list(jobs)})
 
-    def plan(self) -> dict[str, Any]:
+    def plan(self) -> dict[str, Any] | None:
+        """The current plan, or None before any run has planned."""
         path = self.root / "plan.json"
-        if not path.is_file():
-            raise DataError(self.root.parent, "not a study folder (no store/plan.json); run `mrirobust study` first")
-        return json.loads(path.read_text())
+        return _read_json(path) if path.is_file() else None
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The committed record of job `key`, or None when that job has not finished."""
         path = self.root / "jobs" / f"{key}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return _read_json(path) if path.is_file() else None
 
     def commit(self, record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
         """Store a finished job: rows first, then the record that makes them count."""
@@ -77,7 +76,10 @@ class Store:
         import pyarrow.parquet as pq
 
         path = self.root / "rows" / f"{key}.parquet"
-        return pq.read_table(path).to_pylist() if path.is_file() else []
+        try:
+            return pq.read_table(path).to_pylist() if path.is_file() else []
+        except (OSError, ValueError) as error:
+            raise DataError(path, f"cannot read the job's rows: {error}") from None
 
     def export(self, keys: Sequence[str], folder: str | Path) -> list[Path]:
         """All rows of the given (committed) jobs, in order, as results.csv and results.parquet."""
@@ -104,3 +106,10 @@ class Store:
                 raise MriRobustError(f"{self.root}: the disk is full while writing {what}; the store keeps every "
                                      "job committed before this one — free space and run the study again") from None
             raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DataError(path, f"cannot read it as JSON: {error}") from None
