@@ -22,7 +22,7 @@ from mrirobust.methods.base import Reconstructor
 from mrirobust.methods.l1 import L1
 from mrirobust.methods.unet import UnetRecon
 from mrirobust.methods.untrained import ConvDecoder, ConvDecoderSmall
-from mrirobust.physics.fft import ifft2c
+from mrirobust.physics.fft import center_crop, ifft2c
 from mrirobust.robustness.attacks import (
     OptimisationAttackable, attack, pgd, project, random_attack, random_perturbation, two_step, worst_case_linear,
 )
@@ -152,6 +152,21 @@ def test_worst_case_linear_matches_the_top_singular_value() -> None:
         expected = 0.5 * (sigma * 0.05 * _norms(y[b : b + 1])[0]) ** 2
         torch.testing.assert_close(objective[b].double(), expected, rtol=1e-3, atol=0)
     torch.testing.assert_close(_norms(z), 0.05 * _norms(y), rtol=1e-5, atol=0)
+
+
+def test_pgd_with_crop_reaches_the_worst_case_of_the_scored_region() -> None:
+    """With `crop`, PGD maximises the change inside the centre region only: it reaches the analytic
+    worst case of the cropped linear map, and beats an attack that spends budget outside it."""
+    y, mask, maps = _data()
+    method = RealSense(maps=maps)
+    crop = (12, 12)
+    _, best = worst_case_linear(lambda v: center_crop(method.linear(v), crop), y, mask, 0.05)
+    aimed = pgd(method, y, mask, 0.05, steps=40, crop=crop)
+    unaimed = pgd(method, y, mask, 0.05, steps=40)
+    inside = 0.5 * (center_crop(unaimed.perturbed - unaimed.clean, crop)).square().flatten(1).sum(1)
+    assert (aimed.objective >= 0.98 * best).all() and (aimed.objective <= best * (1 + 1e-4)).all()
+    assert (aimed.objective > inside).all()
+    assert aimed.settings["crop"] == crop
 
 
 def test_pgd_reaches_the_analytic_worst_case_of_a_linear_method() -> None:

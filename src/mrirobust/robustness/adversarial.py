@@ -231,7 +231,9 @@ class _Experiment:
             z = random_perturbation(batch.measured, batch.masks, eps, seed=seed, reference=reference)
             return z, RANDOM, None, {"seed": seed}
         method = next(m for m in self.attacked if m.name == label)
-        result = attack(method, batch.measured, batch.masks, eps, seed=seed, reference=reference, **self.settings)
+        crop = tuple(batch.targets.shape[-2:])  # the scored region: the attack aims there
+        result = attack(method, batch.measured, batch.masks, eps, seed=seed, reference=reference, crop=crop,
+                        **self.settings)
         return result.perturbation.detach(), result.attack, result.objective.detach().tolist(), result.settings
 
 

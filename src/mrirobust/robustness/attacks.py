@@ -29,6 +29,7 @@ import torch
 
 from mrirobust.errors import ConfigError
 from mrirobust.methods.base import checked_reconstruct
+from mrirobust.physics.fft import center_crop
 from mrirobust.physics.masks import check_mask
 
 PGD_STEP_SCALE = 2.5  # the two-step attack's default z step: 2.5 radius / steps
@@ -130,7 +131,10 @@ def random_perturbation(
 
 
 # --- scoring ----------------------------------------------------------------------------------
-def _objective(clean: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def _objective(clean: torch.Tensor, image: torch.Tensor, crop: tuple[int, int] | None = None) -> torch.Tensor:
+    """1/2 ||f(y) - f(y + z)||^2 per slice, over the centre `crop` (the scored region) when given."""
+    if crop is not None:
+        clean, image = center_crop(clean, crop), center_crop(image, crop)
     return 0.5 * (image - clean).square().flatten(1).sum(dim=1)
 
 
@@ -140,17 +144,18 @@ def _label(method: Any) -> str:
 
 def apply_perturbation(
     method: Any, kspace: torch.Tensor, mask: torch.Tensor, perturbation: torch.Tensor, *, eps: float,
-    attack: str, settings: dict[str, Any] | None = None, clean: torch.Tensor | None = None, **meta: Any,
+    attack: str, settings: dict[str, Any] | None = None, clean: torch.Tensor | None = None,
+    crop: tuple[int, int] | None = None, **meta: Any,
 ) -> AttackResult:
     """Score a given perturbation on `method` (also one found for another method: the transfer matrix).
 
-    `clean` reuses an already computed f(y).
+    `clean` reuses an already computed f(y); `crop` as in `pgd`.
     """
     mask = check_mask(mask, kspace.shape).to(kspace.device)
     with torch.no_grad():
         clean = checked_reconstruct(method, kspace, mask, **meta) if clean is None else clean
         perturbed = checked_reconstruct(method, kspace + perturbation, mask, **meta)
-    return AttackResult(perturbation.detach(), clean.detach(), perturbed.detach(), _objective(clean, perturbed),
+    return AttackResult(perturbation.detach(), clean.detach(), perturbed.detach(), _objective(clean, perturbed, crop),
                         _label(method), attack, check_eps(eps), dict(settings or {}))
 
 
@@ -178,7 +183,7 @@ def _positive_int(value: Any, name: str, minimum: int) -> int:
 def pgd(
     method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, *, steps: int = 20,
     step_size: float | None = None, restarts: int = 1, seed: int = 0, reference: torch.Tensor | None = None,
-    optimizer: str = "l2", **meta: Any,
+    optimizer: str = "l2", crop: tuple[int, int] | None = None, **meta: Any,
 ) -> AttackResult:
     """Projected gradient ascent on 1/2 ||f(y) - f(y + z)||^2 over the ball (eq. 2), per slice.
 
@@ -194,6 +199,10 @@ def pgd(
     per-coordinate steps do not follow the l2 geometry: on a linear method it stalls near 58% of
     the exact optimum, so "l2" is the default. Both start at a random point inside the ball (at zero the gradient of the objective
     vanishes), keep the best iterate and the best of `restarts` starts per slice.
+
+    `crop` (h, w): count only the centre region that is scored (the target's size). A method whose
+    output covers the oversampled field of view (l1, CG-SENSE) otherwise lets the attack spend its
+    budget on changes outside the scored image.
     """
     eps = check_eps(eps)
     if not getattr(method, "differentiable", False):
@@ -229,7 +238,7 @@ def pgd(
         for it in range(steps + 1):
             with torch.enable_grad():
                 image = checked_reconstruct(method, kspace + scale * u, mask, **meta)
-                objective = _objective(clean, image)
+                objective = _objective(clean, image, crop)
             with torch.no_grad():
                 better = objective > best_obj
                 best_obj = torch.where(better, objective, best_obj)
@@ -253,7 +262,7 @@ def pgd(
                 if len(history) > ADAM_WINDOW:  # the norm ratio now vs ADAM_WINDOW steps ago
                     active &= history[-1] - history.pop(0) >= ADAM_MIN_CHANGE
     settings = {"steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "optimizer": optimizer,
-                "reference": "kspace" if reference is None else "given"}
+                "reference": "kspace" if reference is None else "given", "crop": crop}
     return AttackResult(best_z.detach(), clean, best_image.detach(), best_obj.detach(), _label(method),
                         "pgd" if optimizer == "l2" else "pgd-adam", eps, settings)
 
@@ -261,7 +270,8 @@ def pgd(
 def two_step(
     method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, *, beta: float | None = None,
     steps: int = 200, clean_iters: int = 100, lr: float = 0.008, lr_z: float | None = None,
-    z_step: str = "ascent", seed: int = 0, reference: torch.Tensor | None = None, **meta: Any,
+    z_step: str = "ascent", seed: int = 0, reference: torch.Tensor | None = None,
+    crop: tuple[int, int] | None = None, **meta: Any,
 ) -> AttackResult:
     """The two-step attack for optimisation-based methods (appendix A.1, eq. 3).
 
@@ -321,10 +331,9 @@ def two_step(
             with torch.no_grad():
                 u.copy_(_clip(u + sign * step_z * _unit(u.grad * mask), ones, mask))
     settings = {"beta": beta, "steps": steps, "clean_iters": clean_iters, "lr": lr, "lr_z": step_z, "z_step": z_step,
-                "seed": seed,
-                "reference": "kspace" if reference is None else "given"}
+                "seed": seed, "reference": "kspace" if reference is None else "given", "crop": crop}
     return apply_perturbation(method, kspace, mask, (scale * u).detach(), eps=eps, attack="two-step",
-                              settings=settings, **meta)
+                              settings=settings, crop=crop, **meta)
 
 
 def attack(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, **settings: Any) -> AttackResult:
