@@ -11,18 +11,15 @@ test split; untrained weights for the networks (the time does not depend on them
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from mrirobust.data.sample import draw_mask
-from mrirobust.data.synthetic import SynthConfig, synthesize
-from mrirobust.data.dataset import SliceDataset
 from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec, stack_masks
 from mrirobust.robustness.attacks import attack
+from demo_slices import demo_knee_slices  # bench/demo_slices.py
 
 METHODS = ("zero-filled", "sense", "l1", "unet-small", "varnet-small", "convdecoder-small")
 
@@ -33,11 +30,7 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.05)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        synthesize(tmp, [SynthConfig("knee", split="test", num_volumes=1, slices_per_volume=args.images,
-                                     oversample=True)])
-        dataset = SliceDataset(Path(tmp) / "knee" / "test", cache=False)
-        samples = [dataset[i] for i in range(args.images)]
+    samples = demo_knee_slices(args.images)
     spec = MaskSpec("random", (0.08,), (4,))
     masks = stack_masks([draw_mask(s, spec)[0] for s in samples]).to(args.device)
     kspace = torch.stack([s.kspace for s in samples]).to(args.device) * masks

@@ -11,17 +11,14 @@ feature are computed once per image and not counted.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from mrirobust.data.dataset import SliceDataset
-from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.robustness.features import _Image, heatmap_boxes
+from demo_slices import demo_knee_slices  # bench/demo_slices.py
 
 METHODS = ("zero-filled", "sense", "unet-small")
 
@@ -33,9 +30,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        synthesize(tmp, [SynthConfig("knee", split="test", num_volumes=1, slices_per_volume=1, oversample=True)])
-        sample = SliceDataset(Path(tmp) / "knee" / "test", cache=False)[0]
+    sample = demo_knee_slices(1)[0]
     image = _Image(sample, MaskSpec("random", (0.08,), (4,)), args.device, maps_crop=0.0, value=None)
     boxes = heatmap_boxes(image.shape, args.window, args.stride)
     print(f"feature heat map: {len(boxes)} placements ({args.window}x{args.window}, stride {args.stride}) on "

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import resource
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from mrirobust.data.dataset import SliceDataset
-from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.evaluate import evaluate
 from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.robustness.shifts import DEMO_GROUPS, parse_groups
+from demo_slices import demo_knee_slices  # bench/demo_slices.py
 
 
 def _peak_mib(device: str) -> float:
@@ -39,11 +36,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        synthesize(tmp, [SynthConfig("knee", split="test", num_volumes=1, slices_per_volume=args.images,
-                                     oversample=True)])
-        dataset = SliceDataset(Path(tmp) / "knee" / "test", cache=False)
-        samples = [dataset[i] for i in range(args.images)]
+    samples = demo_knee_slices(args.images)
     spec = MaskSpec("random", (0.08,), (4,))
     print(f"evaluate seconds per slice, {args.images} slices of {tuple(samples[0].kspace.shape)}, "
           f"{torch.get_num_threads()} threads, device {args.device}")

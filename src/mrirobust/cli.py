@@ -185,20 +185,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
-    from mrirobust.report.html import write_report
     from mrirobust.study.config import load_study
-    from mrirobust.study.runner import describe_plan, run_study
+    from mrirobust.study.runner import describe_plan, run_with_report
 
     study = load_study(args.config)
     if args.check:
         print(describe_plan(study, args.out))
         return
-    out = Path(args.out or Path("out") / study.name)
-    try:
-        run_study(study, out, executor=args.executor, workers=args.workers, address=args.address, device=args.device)
-    finally:  # also after a failed job: the report shows what finished and lists what did not
-        if (out / "store" / "plan.json").is_file():
-            print(f"report: {write_report(out)}")
+    run_with_report(study, args.out, executor=args.executor, workers=args.workers, address=args.address,
+                    device=args.device)
 
 
 def cmd_report(args: argparse.Namespace) -> None:

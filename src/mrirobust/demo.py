@@ -36,15 +36,10 @@ def demo_config(quick: bool = False) -> dict:
 def run_demo(out: str | Path = "out/demo", *, quick: bool = False, device: str = "auto",
              executor: str | None = None, progress: bool = True) -> Path:
     """Data, study and report in `out`; returns the report's path."""
-    from mrirobust.report.html import write_report
     from mrirobust.study.config import validate
-    from mrirobust.study.runner import run_study
+    from mrirobust.study.runner import run_with_report
 
     out = Path(out).resolve()
     ensure_demo_data(out)
-    try:
-        run_study(validate(demo_config(quick), base=out), out, executor=executor, device=device, progress=progress)
-    finally:  # also after a failed job: the report shows what finished and lists what did not
-        if (out / "store" / "plan.json").is_file():
-            print(f"report: {write_report(out)}")
-    return out / "report" / "index.html"
+    return run_with_report(validate(demo_config(quick), base=out), out, executor=executor, device=device,
+                           progress=progress)

@@ -7,8 +7,6 @@ metrics rows that record what produced them -> per-method summaries with bootstr
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from tqdm import tqdm
 
 import mrirobust
 from mrirobust.data.sample import Sample, draw_mask
+from mrirobust.hashing import digest
 from mrirobust.methods.base import Reconstructor, checked_reconstruct
 from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, bootstrap_ci, score
 from mrirobust.physics.fft import center_crop
@@ -28,8 +27,7 @@ METRICS = ("ssim", "psnr", "nmse", "mse")
 
 def config_hash(method: Reconstructor) -> str:
     """A short, stable hash of a method's config, recorded with every result row."""
-    text = json.dumps({"name": method.name, **method.config()}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return digest({"name": method.name, **method.config()})
 
 
 def _shape_key(sample: Sample) -> tuple:

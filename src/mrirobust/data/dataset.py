@@ -221,6 +221,15 @@ def describe(root: Root, cache: str | Path | bool | None = None) -> dict[str, An
 
 # --- batching ------------------------------------------------------------------------------------
 
+def first_samples(data: str | Path | Sequence[Sample], images: int) -> list[Sample]:
+    """The first `images` slices of a folder (read as a SliceDataset) or of a sequence of samples."""
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ConfigError("--images", f"{images!r} must be an integer >= 1")
+    if isinstance(data, (str, Path)):
+        data = SliceDataset(data)
+    return [data[i] for i in range(min(images, len(data)))]
+
+
 def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     """Stack same-shaped Samples into a batch dict for a DataLoader (`collate_fn=collate_samples`).
 

@@ -13,7 +13,6 @@ hashes everything that produced it, so a re-run skips what is done and gives ide
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -27,9 +26,11 @@ from tqdm import tqdm
 
 import mrirobust
 from mrirobust.atomic import atomic_path
+from mrirobust.data.dataset import first_samples
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.evaluate import batches, config_hash
+from mrirobust.hashing import digest
 from mrirobust.methods.base import build, checked_reconstruct, parse_spec
 from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, score, ssim_name
 from mrirobust.physics.combine import rss
@@ -137,9 +138,8 @@ class _Experiment:
             "images": [(s.meta.file, s.meta.slice) for s in batch.samples], "seed": self.seed,
             "evaluated": self.hashes, **self.common,
         }
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
         name = f"{kind}-{label}-eps{eps:g}" if eps is not None else kind
-        return f"{name}-image{batch.start}-{digest}"
+        return f"{name}-image{batch.start}-{digest(identity)}"
 
     def unit(self, key: str, compute: Callable[[], dict]) -> dict:
         """The stored unit `key`, or compute it and store it atomically."""
@@ -250,16 +250,6 @@ def _check_names(names: list[str], field: str) -> None:
         raise ConfigError(field, f"method names must be unique and not {RANDOM!r}; repeated: {', '.join(twice)}")
 
 
-def _samples(data: str | Path | Sequence[Sample], images: int) -> list[Sample]:
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError("--images", f"{images!r} must be an integer >= 1")
-    if isinstance(data, (str, Path)):
-        from mrirobust.data.dataset import SliceDataset
-
-        data = SliceDataset(data)
-    return [data[i] for i in range(min(images, len(data)))]
-
-
 def run_attack_experiment(
     data: str | Path | Sequence[Sample],
     methods: Sequence[str | dict],
@@ -290,7 +280,7 @@ def run_attack_experiment(
     evaluated = attacked + _build_methods(evaluate_only, "--evaluate-only")
     _check_names([m.name for m in evaluated], "--methods/--evaluate-only")
     spec = MaskSpec(mask_type, (center_fraction,), (acceleration,))
-    samples = _samples(data, images)
+    samples = first_samples(data, images)
     out = Path(out)
     run = _Experiment(attacked, evaluated, budgets, spec, out=out, seed=seed, norm=norm,
                       attack_settings=dict(attack_settings or {}))

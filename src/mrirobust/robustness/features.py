@@ -24,8 +24,6 @@ atomically under `out/units/` with a key hashing what produced it, so a re-run s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,9 +35,11 @@ from tqdm import tqdm
 import mrirobust
 from mrirobust.atomic import atomic_path
 from mrirobust.data.annotations import Box, read_annotations, select
+from mrirobust.data.dataset import SliceDataset, first_samples
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, DataError
 from mrirobust.evaluate import config_hash
+from mrirobust.hashing import digest
 from mrirobust.methods.base import build, checked_reconstruct, parse_spec
 from mrirobust.metrics import MSE_NAME, SLICE_MAX, VOLUME_MAX, region_mse, score, ssim_name
 from mrirobust.physics.combine import rss
@@ -146,8 +146,7 @@ class _Units:
         self.computed = 0
 
     def get(self, name: str, identity: dict[str, Any], compute: Callable[[], Any]) -> Any:
-        text = json.dumps({**identity, **self.common}, sort_keys=True, default=str)
-        path = self.out / "units" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.pt"
+        path = self.out / "units" / f"{name}-{digest({**identity, **self.common})}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         result = compute()
@@ -167,16 +166,6 @@ def _methods(specs: Sequence[str | dict]) -> list[tuple[str, Any]]:
     if len(set(labels)) < len(labels):
         raise ConfigError("--methods", f"a method is listed twice with the same settings: {', '.join(labels)}")
     return list(zip(labels, methods))
-
-
-def _samples(data: str | Path | Sequence[Sample], images: int) -> list[Sample]:
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError("--images", f"{images!r} must be an integer >= 1")
-    if isinstance(data, (str, Path)):
-        from mrirobust.data.dataset import SliceDataset
-
-        data = SliceDataset(data)
-    return [data[i] for i in range(min(images, len(data)))]
 
 
 def _check(reference: str, normalize: str, batch_size: int) -> None:
@@ -220,7 +209,7 @@ def _prepare(data, methods, images, spec_args, device, maps_crop, value, referen
     _check(reference, normalize, batch_size)
     built = _methods(methods)
     spec = MaskSpec(*spec_args)
-    loaded = [_Image(s, spec, device, maps_crop, value) for s in _samples(data, images)]
+    loaded = [_Image(s, spec, device, maps_crop, value) for s in first_samples(data, images)]
     common = {"mask": spec.describe(), "reference": reference, "normalize": normalize, "maps_crop": maps_crop,
               "mrirobust_version": mrirobust.__version__}
     return built, loaded, _Units(Path(out), common)
@@ -314,8 +303,6 @@ def run_feature_sizes(
 
 def _annotated_samples(data: str | Path, boxes: list[Box]) -> tuple[dict[tuple[str, int], Sample], list[str]]:
     """The slices the boxes name, and one message per box whose file or slice is not in the data."""
-    from mrirobust.data.dataset import SliceDataset
-
     dataset = SliceDataset(data)
     where = {(Path(info.path).stem, s): i for i, (info, s) in enumerate(dataset.index)}
     files = {stem for stem, _ in where}

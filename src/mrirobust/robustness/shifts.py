@@ -18,7 +18,6 @@ on one domain) stored atomically under `out/units/`; a re-run skips finished uni
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +37,7 @@ from mrirobust.data.mridata import MridataSliceDataset
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, DataError, MriRobustError, ShapeError
 from mrirobust.evaluate import evaluate
+from mrirobust.hashing import digest
 from mrirobust.methods.base import build
 from mrirobust.methods.train import TrainConfig, train
 from mrirobust.methods.tune import save_config, tune
@@ -136,10 +136,6 @@ def _shapes(dataset: Any) -> set[tuple[int, int, int]]:
     return {tuple(dataset[0].kspace.shape)}
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 # --- models: groups, training and tuning with a cache ----------------------------------------------
 
 @dataclass(frozen=True)
@@ -194,7 +190,7 @@ def prepare(model: Model, source: Domain, *, cache: Path, train_config: TrainCon
         train_set = source.dataset("train", required=True)
         val_set = source.dataset("val", required=True)
         settings = {k: v for k, v in asdict(train_config).items() if k not in ("progress", "num_workers", "device")}
-        key = _digest({"config": method.config(), "train": data_identity(train_set), "val": data_identity(val_set),
+        key = digest({"config": method.config(), "train": data_identity(train_set), "val": data_identity(val_set),
                        "settings": settings})
         folder = cache / f"{model.label}-{key}"
         if not (folder / "done.yaml").exists():
@@ -204,7 +200,7 @@ def prepare(model: Model, source: Domain, *, cache: Path, train_config: TrainCon
     if model.grid:
         val_set = source.dataset("val", required=True)
         count = min(tune_images, len(val_set))
-        key = _digest({"config": method.config(), "grid": model.grid, "val": data_identity(val_set),
+        key = digest({"config": method.config(), "grid": model.grid, "val": data_identity(val_set),
                        "images": count, "mask": spec.describe()})
         path = cache / f"{model.label}-{key}" / "tuned.yaml"
         if not path.exists():
@@ -213,7 +209,7 @@ def prepare(model: Model, source: Domain, *, cache: Path, train_config: TrainCon
             save_config(result.best, path, note=f"tuned on {count} slices of {source.root} ({spec.describe()}), "
                                                 f"mean SSIM {result.best_ssim:.4f}")
         return Prepared(model, yaml.safe_load(path.read_text()), key)
-    return Prepared(model, dict(model.config), _digest(method.config()))
+    return Prepared(model, dict(model.config), digest(method.config()))
 
 
 # --- checks before any model runs ------------------------------------------------------------------
@@ -272,7 +268,7 @@ class _Run:
         if resolution_fix is not None and "resolution_fix" in build(config).config():
             config.setdefault("resolution_fix", resolution_fix)  # VarNet on another readout length
         count = len(dataset) if self.images is None else min(self.images, len(dataset))
-        key = _digest({"model": prepared.identity, "config": {k: v for k, v in config.items() if k != "checkpoint"},
+        key = digest({"model": prepared.identity, "config": {k: v for k, v in config.items() if k != "checkpoint"},
                        "data": data_identity(dataset), "slices": [_slice_id(dataset.index[i]) for i in range(count)],
                        "mask": self.spec.describe(), "version": mrirobust.__version__})
         path = self.out / "units" / f"{prepared.model.label}-on-{_safe(domain)}-{key}.pt"
@@ -501,7 +497,7 @@ def run_shift(
     filtered: list[dict[str, Any]] = []
     if kind == "hard":
         filter_model = Prepared(Model("filter-" + filter_spec["name"], "filter", filter_spec), filter_spec,
-                                _digest(build(filter_spec).config()))
+                                digest(build(filter_spec).config()))
         bar.set_postfix_str(f"filter {filter_spec['name']}")
         filtered = run.unit(filter_model, source.label, evaluated[source.label], trained_on="-")["rows"]
         bar.update()

@@ -8,8 +8,6 @@ job is found in the store and skipped, and a changed one gets a new key and runs
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 import mrirobust
+from mrirobust.hashing import digest
 from mrirobust.methods.train import TrainConfig
 from mrirobust.robustness.shifts import Domain, Model, prepare
 from mrirobust.study.config import RUNNERS, DataSource, Experiment, MethodEntry, Study, mask_spec
@@ -36,8 +35,9 @@ class Job:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _key(value: Any) -> str:
+    """A job's key: longer than the artefact digests, as one store holds every job of every config."""
+    return digest(value, 16)
 
 
 def folder_identity(root: Path) -> list[tuple[str, int, int]]:
@@ -63,7 +63,7 @@ def plan(study: Study, out: Path) -> tuple[list[Job], list[Job]]:
     identities = {name: folder_identity(source.root) for name, source in study.data.items()}
     prepared = {label: _prepare_job(entry, study, out, identities) for label, entry in study.methods.items()
                 if entry.train or entry.tune}
-    method_keys = {label: prepared[label].key if label in prepared else digest(entry.config)
+    method_keys = {label: prepared[label].key if label in prepared else _key(entry.config)
                    for label, entry in study.methods.items()}
     experiments = [_experiment_job(exp, study, out, identities, method_keys) for exp in study.experiments.values()]
     return list(prepared.values()), experiments
@@ -81,7 +81,7 @@ def _prepare_job(entry: MethodEntry, study: Study, out: Path, identities: dict) 
         payload["grid"] = entry.tune["grid"]
         payload["images"] = entry.tune.get("images", 4)
     kind = "train" if entry.train else "tune"
-    key = digest({"kind": kind, **{k: v for k, v in payload.items() if k not in ("cache", "domain")},
+    key = _key({"kind": kind, **{k: v for k, v in payload.items() if k not in ("cache", "domain")},
                   "data": identities[section["data"]], "format": source.format, "acq": source.acquisitions})
     record = {"settings": {k: v for k, v in payload.items() if k not in ("cache", "domain", "label", "config")},
               "methods": {entry.label: entry.config}, "data": {section["data"]: str(source.root)},
@@ -95,7 +95,7 @@ def _experiment_job(exp: Experiment, study: Study, out: Path, identities: dict, 
         names = [entry["source"]] + ([entry["target"]] if "target" in entry else [])
         labels = [s for specs in entry["groups"].values() for s in specs if isinstance(s, str)]
         uses: tuple[str, ...] = ()
-        keys = {label: digest([study.methods[label].config, study.methods[label].tune, study.methods[label].train])
+        keys = {label: _key([study.methods[label].config, study.methods[label].tune, study.methods[label].train])
                 for label in labels}
     else:
         names = [entry["data"]]
@@ -107,7 +107,7 @@ def _experiment_job(exp: Experiment, study: Study, out: Path, identities: dict, 
                    "methods": keys, "mask": spec.describe()}
     if "annotations" in entry:
         key_content["annotations"] = Path(entry["annotations"]).read_text()
-    key = digest(key_content)
+    key = _key(key_content)
     payload = {"kind": exp.kind, "entry": entry, "settings": exp.settings, "mask": _mask_args(spec),
                "domains": {n: _domain(study.data[n], n) for n in names},
                "out": str(out / "runs" / f"{exp.name}-{key}"), "cache": str(out / "cache"),

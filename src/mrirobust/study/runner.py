@@ -34,7 +34,7 @@ def run_study(config: str | Path | Study | dict, out: str | Path | None = None, 
     """Run a study into `out` (default `out/<name>`); returns `out`. Finished jobs are not rerun."""
     study = config if isinstance(config, Study) else (
         validate(config) if isinstance(config, dict) else load_study(config))
-    out = Path(out or Path("out") / study.name).resolve()
+    out = study_folder(study, out)
     kind = executor or study.executor["kind"]
     if kind not in EXECUTORS:
         raise ConfigError("--executor", f"{kind!r}; choose from {', '.join(EXECUTORS)}")
@@ -92,9 +92,28 @@ def run_study(config: str | Path | Study | dict, out: str | Path | None = None, 
     return out
 
 
+def study_folder(study: Study, out: str | Path | None) -> Path:
+    """Where a study writes: `out`, by default out/<name>."""
+    return Path(out or Path("out") / study.name).resolve()
+
+
+def run_with_report(study: Study, out: str | Path | None = None, **options: Any) -> Path:
+    """`run_study`, then the HTML report — also after a failed job, so that the report shows what
+    finished and lists what did not. Returns the report's path."""
+    from mrirobust.report.html import write_report
+
+    out = study_folder(study, out)
+    try:
+        run_study(study, out, **options)
+    finally:
+        if Store(out / "store").plan() is not None:
+            print(f"report: {write_report(out)}")
+    return out / "report" / "index.html"
+
+
 def describe_plan(study: Study, out: str | Path | None = None) -> str:
     """The jobs a run would have, each marked done (in the store) or to run; runs nothing."""
-    out = Path(out or Path("out") / study.name).resolve()
+    out = study_folder(study, out)
     store = Store(out / "store")
     prepare_jobs, experiment_jobs = plan(study, out)
     lines = [f"{study.name}: config valid; {len(prepare_jobs) + len(experiment_jobs)} jobs in {out}"]
