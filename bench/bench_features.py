@@ -17,7 +17,7 @@ import torch
 
 from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
-from mrirobust.robustness.features import _Image, heatmap_boxes
+from mrirobust.robustness.features import FeatureImage, heatmap_boxes
 from demo_slices import demo_knee_slices  # bench/demo_slices.py
 
 METHODS = ("zero-filled", "sense", "unet-small")
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     sample = demo_knee_slices(1)[0]
-    image = _Image(sample, MaskSpec("random", (0.08,), (4,)), args.device, maps_crop=0.0, value=None)
+    image = FeatureImage(sample, MaskSpec("random", (0.08,), (4,)), args.device, maps_crop=0.0, value=None)
     boxes = heatmap_boxes(image.shape, args.window, args.stride)
     print(f"feature heat map: {len(boxes)} placements ({args.window}x{args.window}, stride {args.stride}) on "
           f"{tuple(sample.kspace.shape)} k-space, batch {args.batch_size}, {torch.get_num_threads()} threads, "

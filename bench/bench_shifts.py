@@ -2,9 +2,9 @@
 
     python bench/bench_shifts.py [--images 2] [--device cpu]
 
-The groups are `robustness.shifts.DEMO_GROUPS` (U-net and VarNet variants, l1 with three
+The groups are `experiments.shift.DEMO_GROUPS` (U-net and VarNet variants, l1 with three
 transforms, ConvDecoder and Deep Decoder) on `--images` slices of 8-coil 320x160 k-space (the
-embedded dataset's size), scored as `run_shift` scores them (`evaluate`, batched). Untrained
+embedded dataset's size), scored as the shift experiments score them (`evaluate`, batched). Untrained
 weights and default l1 settings: the time does not depend on weights or lambda. Prints seconds
 per slice per model, the extrapolation to 100 slices (per model and for one domain of all
 groups), and peak memory (CPU: the process's peak RSS after each model; CUDA: peak allocated).
@@ -21,7 +21,8 @@ import torch
 from mrirobust.evaluate import evaluate
 from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
-from mrirobust.robustness.shifts import DEMO_GROUPS, parse_groups
+from mrirobust.experiments.shift import DEMO_GROUPS
+from mrirobust.workflows.prepare import parse_groups
 from demo_slices import demo_knee_slices  # bench/demo_slices.py
 
 

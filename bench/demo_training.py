@@ -16,9 +16,9 @@ from pathlib import Path
 
 from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.synthetic import synthesize
-from mrirobust.evaluate import run_recon
+from mrirobust.cli import main as cli
 from mrirobust.methods.base import build
-from mrirobust.methods.train import TrainConfig, train
+from mrirobust.workflows.train import TrainConfig, train
 
 # Settings measured on the 2-core development CPU (bench/README.md).
 RUNS = {"unet-small": TrainConfig(epochs=40, batch_size=1), "varnet-small": TrainConfig(epochs=20, batch_size=2)}
@@ -42,7 +42,7 @@ def main() -> None:
               f"(this invocation), best validation SSIM "
               f"{max(h['val_ssim'] for h in result.history):.4f}")
         methods.append(f"{name}={result.best}")
-    run_recon(folder / "test", methods, out=args.out / "test")
+    cli(["recon", str(folder / "test"), "--methods", ",".join(methods), "--out", str(args.out / "test")])
 
 
 if __name__ == "__main__":

@@ -1,31 +1,39 @@
-"""The adversarial experiment end to end on small generated data: transfer matrix, budgets,
-resume, failed rows, bad input and figures."""
+"""The adversarial experiment on small generated data: transfer matrix, budgets, resume, failed
+rows, bad input and figures (unit level through `run_experiment`, end to end through the CLI)."""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
+from mrirobust.cli import main
 from mrirobust.data.dataset import SliceDataset
+from mrirobust.data.domains import Domain
 from mrirobust.data.sample import draw_mask
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError
-from mrirobust.methods.base import Reconstructor
+from mrirobust.evaluate import config_hash
+from mrirobust.experiments.attack import Attack, AttackSpec
+from mrirobust.experiments.base import DataSource, Inputs, MethodInput
+from mrirobust.experiments.runner import UnitCache, run_experiment
+from mrirobust.experiments.spec import parse, yaml_where
+from mrirobust.methods.base import Reconstructor, build
 from mrirobust.physics.combine import zero_filled_rss
 from mrirobust.physics.masks import MaskSpec
+from mrirobust.report import adversarial_figures
 from mrirobust.report.adversarial_figures import basis_figure
-from mrirobust.robustness import adversarial
-from mrirobust.cli import main
-from mrirobust.robustness.adversarial import check_eps, run_attack_experiment
+from mrirobust.report.registry import kind_report
 
-METHODS = ["zero-filled", {"name": "sense", "calib_size": 12, "kernel_size": 4}]  # ESPIRiT sized for 48x48
-NAMES = ["zero-filled", "sense"]
-EPS = [0.0, 0.05]
+METHODS = {"zero-filled": {"name": "zero-filled"},
+           "sense": {"name": "sense", "calib_size": 12, "kernel_size": 4}}  # ESPIRiT sized for 48x48
+NAMES = list(METHODS)
+EPS = (0.0, 0.05)
 LOSS = "ssim[fastmri,volume-max]_loss"
-SMALL = dict(images=2, batch_size=2, center_fraction=0.125, progress=False)  # 6 centre columns for ESPIRiT
+MASK = MaskSpec("random", (0.125,), (4,))  # 6 centre columns for ESPIRiT
+UNITS = 1 + (len(METHODS) + 1) * len(EPS)  # one batch: its clean unit, then (attacked or random, eps)
 
 
 @pytest.fixture(scope="module")
@@ -36,94 +44,116 @@ def data(tmp_path_factory):
     return root / "knee" / "test"
 
 
-def read(path) -> list[dict]:
-    return pq.read_table(path.with_suffix(".parquet")).to_pylist()
+def inputs(data, tmp_path, methods: dict[str, dict] = METHODS) -> Inputs:
+    return Inputs({"d": DataSource(Domain(data, name="d"), MASK)},
+                  {label: MethodInput(config) for label, config in methods.items()}, device="cpu",
+                  cache=tmp_path / "cache")
+
+
+def attack_spec(**settings) -> AttackSpec:
+    return AttackSpec(**{"data": "d", "methods": tuple(NAMES), "eps": EPS, "images": 2, "batch_size": 2,
+                         **settings})
 
 
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("attack")
-    csv_path = run_attack_experiment(data, METHODS, eps=EPS, out=out, **SMALL)
-    return csv_path, read(csv_path)
+    tmp = tmp_path_factory.mktemp("attack")
+    cache = UnitCache(tmp / "units")
+    result = run_experiment(Attack(attack_spec(), inputs(data, tmp)), cache, progress=False)
+    assert cache.computed == UNITS
+    return result
 
 
 def test_every_perturbation_is_applied_to_every_method(run):
-    _, rows = run
+    rows = run.rows
     assert len(rows) == (len(METHODS) + 1) * len(METHODS) * len(EPS) * 2
     cells = {(r["attacked"], r["evaluated"], r["eps"], r["image"]) for r in rows}
     assert len(cells) == len(rows)
     assert all(r["status"] == "ok" for r in rows)
     assert {r["attack"] for r in rows if r["attacked"] == "random" and r["eps"] > 0} == {"random"}
-    for key in ("evaluated_hash", "file", "slice", "mask", "mask_seed", "attack_seed", "norm",
+    for key in ("config_hash", "file", "slice", "mask", "mask_seed", "attack_seed", "norm",
                 "attack_settings", "ssim_variant", "mrirobust_version"):
         assert all(r[key] not in (None, "") for r in rows), key
+    # each row names the evaluated method's config and the attacked one's (none for the random control)
+    hashes = {label: config_hash(build(config)) for label, config in METHODS.items()}
+    assert all(r["config_hash"] == hashes[r["evaluated"]] for r in rows)
+    assert all(r["attacked_config_hash"] == hashes.get(r["attacked"], "") for r in rows)
 
 
 def test_zero_budget_loses_nothing(run):
-    _, rows = run
-    zero = [r for r in rows if r["eps"] == 0]
+    zero = [r for r in run.rows if r["eps"] == 0]
     assert zero and all(r[LOSS] == 0 and r["z_norm"] == 0 for r in zero)
 
 
 def test_budget_is_relative_to_the_measured_kspace_and_respected(run, data):
-    _, rows = run
     dataset = SliceDataset(data)
-    spec = MaskSpec("random", (SMALL["center_fraction"],), (4,))
-    for r in (r for r in rows if r["eps"] > 0):
+    perturbed = [r for r in run.rows if r["eps"] > 0]
+    assert perturbed
+    for r in perturbed:
         sample = dataset[r["image"]]
         assert (sample.meta.file, sample.meta.slice) == (r["file"], r["slice"])
-        mask, _ = draw_mask(sample, spec)
+        mask, _ = draw_mask(sample, MASK)
         expected = r["eps"] * torch.linalg.vector_norm(sample.kspace * mask).item()
         assert r["budget"] == pytest.approx(expected, rel=1e-5)
         assert r["z_norm"] <= r["budget"] * (1 + 1e-4)
 
 
 def test_an_attack_hurts_its_own_method_more_than_random_noise(run):
-    _, rows = run
     def mean_loss(attacked: str, evaluated: str) -> float:
-        values = [r[LOSS] for r in rows if (r["attacked"], r["evaluated"], r["eps"]) == (attacked, evaluated, 0.05)]
+        values = [r[LOSS] for r in run.rows if (r["attacked"], r["evaluated"], r["eps"]) == (attacked, evaluated, 0.05)]
         return sum(values) / len(values)
 
     for name in NAMES:
         assert mean_loss(name, name) > mean_loss("random", name) > -0.01
 
 
-def test_figures_and_csv_are_written(run):
-    csv_path, _ = run
-    for name in ("attack.csv", "attack.parquet", "figure3.png", "figure9.png"):
-        assert (csv_path.parent / name).stat().st_size > 0
-    assert not (csv_path.parent / "figure10.png").exists()  # no l1 bases in this run
+def test_figures_are_drawn_from_rows_and_artefacts(run, tmp_path):
+    drawn = adversarial_figures.figures(run.rows, run.artefacts, tmp_path, "")
+    assert sorted(p.name for p in drawn) == ["figure3.png", "figure9.png"]
+    assert all(p.stat().st_size > 0 for p in drawn)
+    assert not (tmp_path / "figure10.png").exists()  # no l1 bases in this run
+    examples = run.artefacts["examples"]  # Figure 9: each method under its own attack at the largest eps
+    assert run.artefacts["eps"] == max(EPS) and set(NAMES) <= set(examples)
+    assert all(examples[name][name].shape == examples["clean"]["target"].shape for name in NAMES)
 
 
 def test_transfer_matrix_text_marks_the_diagonal(run):
-    _, rows = run
-    text = adversarial.format_transfer(rows, loss_key=LOSS)
+    text = adversarial_figures.format_transfer(run.rows, loss_key=LOSS)
     assert "hurt most by its own attack?" in text
-    attackers, victims, matrix = adversarial.transfer_matrix(rows, loss_key=LOSS)
+    assert text in kind_report("attack").text(run.rows, run.artefacts)
+    attackers, victims, matrix = adversarial_figures.transfer_matrix(run.rows, loss_key=LOSS)
     assert attackers == NAMES + ["random"] and victims == NAMES and matrix.shape == (3, 2)
 
 
-def test_an_interrupted_run_resumes_to_identical_rows(run, data, tmp_path, monkeypatch):
-    csv_path, _ = run
-    computed = []
-    original = adversarial._Experiment.unit
+class InterruptedCache(UnitCache):
+    """A unit cache whose run is interrupted (Ctrl-C) when it is about to compute unit `after` + 1."""
 
-    def interrupt_after_three(self, key, compute):
+    def __init__(self, root, after: int) -> None:
+        super().__init__(root)
+        self.after = after
+
+    def get(self, unit, compute):
         def counted():
-            if len(computed) == 3:
+            if self.computed == self.after:
                 raise KeyboardInterrupt
-            computed.append(key)
             return compute()
-        return original(self, key, counted)
+        return super().get(unit, counted)
 
-    monkeypatch.setattr(adversarial._Experiment, "unit", interrupt_after_three)
+
+def test_an_interrupted_run_resumes_to_identical_rows(run, data, tmp_path):
+    def experiment() -> Attack:
+        return Attack(attack_spec(), inputs(data, tmp_path))
+
     with pytest.raises(KeyboardInterrupt):
-        run_attack_experiment(data, METHODS, eps=EPS, out=tmp_path, **SMALL)
-    assert len(list((tmp_path / "units").glob("*.pt"))) == 3 and not (tmp_path / "attack.csv").exists()
-    monkeypatch.setattr(adversarial._Experiment, "unit", original)
-
-    resumed = run_attack_experiment(data, METHODS, eps=EPS, out=tmp_path, **SMALL)
-    assert resumed.read_text() == csv_path.read_text()
+        run_experiment(experiment(), InterruptedCache(tmp_path / "units", after=3), progress=False)
+    assert len(list((tmp_path / "units").glob("*.pt"))) == 3  # each finished unit stored, nothing else
+    cache = UnitCache(tmp_path / "units")
+    resumed = run_experiment(experiment(), cache, progress=False)
+    assert cache.computed == UNITS - 3
+    assert repr(resumed.rows) == repr(run.rows)  # repr: NaN objectives compare equal
+    again = UnitCache(tmp_path / "units")
+    assert repr(run_experiment(experiment(), again, progress=False).rows) == repr(run.rows)
+    assert again.computed == 0
 
 
 @dataclass
@@ -143,23 +173,50 @@ class NanWhenPerturbed(Reconstructor):
 
 
 def test_a_method_that_returns_nan_under_perturbation_gets_failed_rows(data, tmp_path):
-    csv_path = run_attack_experiment(data, ["zero-filled"], evaluate_only=[f"{__name__}:NanWhenPerturbed"],
-                                     eps=EPS, out=tmp_path, **SMALL)
-    rows = read(csv_path)
+    methods = {"zero-filled": {"name": "zero-filled"}, "nan-when-perturbed": {"name": f"{__name__}:NanWhenPerturbed"}}
+    spec = attack_spec(methods=("zero-filled",), evaluate_only=("nan-when-perturbed",))
+    rows = run_experiment(Attack(spec, inputs(data, tmp_path, methods)), UnitCache(tmp_path / "units"),
+                          progress=False).rows
     plugin = [r for r in rows if r["evaluated"] == "nan-when-perturbed"]
     assert {r["attacked"] for r in plugin} == {"zero-filled", "random"}  # evaluated, not attacked
     failed = [r for r in plugin if r["eps"] > 0]
     assert failed and all(r["status"] == "failed" and "NaN" in r["reason"] for r in failed)
     assert all(r["status"] == "ok" for r in rows if r not in failed)
+    assert "rows failed" in kind_report("attack").text(rows, {})
 
 
-@pytest.mark.parametrize("text", ["0,abc", "0,-0.01", "nan", ""])
-def test_bad_eps_names_the_option(text, data, tmp_path, capsys):
-    with pytest.raises(ConfigError, match="--eps"):
-        check_eps(text)
-    assert main(["attack", str(data), "--eps", text, "--out", str(tmp_path / "out")]) == 2
-    assert "--eps" in capsys.readouterr().err
+@pytest.mark.parametrize("value", [[0, "abc"], [0, -0.01], [float("nan")], [], [0, 2]])
+def test_bad_eps_in_a_study_names_the_field(value):
+    with pytest.raises(ConfigError, match=r"experiments\.attack\.eps"):
+        parse(AttackSpec, {"data": "d", "eps": value}, yaml_where("experiments.attack"))
+
+
+def test_large_eps_needs_to_be_meant():
+    assert parse(AttackSpec, {"data": "d", "eps": [0, 2], "allow_large_eps": True}).eps == (0.0, 2.0)
+
+
+@pytest.mark.parametrize("flag, text", [("--eps", "0,abc"), ("--eps", "0,-0.01"), ("--eps", "nan"), ("--eps", ""),
+                                        ("--eps", "0,2"), ("--norm", "sum")])
+def test_bad_settings_on_the_command_line_name_the_flag(flag, text, data, tmp_path, capsys):
+    assert main(["attack", str(data), flag, text, "--out", str(tmp_path / "out")]) == 2
+    assert flag in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_attack_command_end_to_end(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["attack", str(data), "--methods", "zero-filled", "--eps", "0,0.05", "--images", "1",
+                 "--center-fraction", "0.125", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "hurt most by its own attack? zero-filled:" in printed
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 1 * 2  # (zero-filled, random) x zero-filled x eps, one image
+    assert {(r["attacked"], r["evaluated"], float(r["eps"])) for r in rows} == {
+        (a, "zero-filled", e) for a in ("zero-filled", "random") for e in (0.0, 0.05)}
+    assert (out / "results.parquet").stat().st_size > 0 and (out / "report" / "index.html").stat().st_size > 0
+    figures = {p.name.rsplit("-", 1)[-1] for p in (out / "report" / "figures").glob("*.png")}
+    assert {"figure3.png", "figure9.png"} <= figures and "figure10.png" not in figures
 
 
 @dataclass
@@ -173,9 +230,10 @@ class NotAttackable(Reconstructor):
 
 
 def test_a_method_no_attack_applies_to_is_a_config_error(data, tmp_path):
+    methods = {"not-attackable": {"name": f"{__name__}:NotAttackable"}}
+    spec = attack_spec(methods=("not-attackable",), eps=(0.05,), images=1)
     with pytest.raises(ConfigError, match="not-attackable"):
-        run_attack_experiment(data, [f"{__name__}:NotAttackable"], eps=[0.05], images=1, out=tmp_path,
-                              progress=False)
+        run_experiment(Attack(spec, inputs(data, tmp_path, methods)), UnitCache(tmp_path / "units"), progress=False)
 
 
 def test_basis_figure_needs_two_l1_bases(tmp_path):
@@ -186,10 +244,9 @@ def test_basis_figure_needs_two_l1_bases(tmp_path):
 
 
 def test_full_norm_budget_is_relative_to_the_fully_sampled_kspace(data, tmp_path):
-    csv_path = run_attack_experiment(data, ["zero-filled"], eps=[0.05], norm="full", out=tmp_path,
-                                     **{**SMALL, "images": 1})
-    rows = read(csv_path)
+    spec = attack_spec(methods=("zero-filled",), eps=(0.05,), norm="full", images=1)
+    rows = run_experiment(Attack(spec, inputs(data, tmp_path)), UnitCache(tmp_path / "units"), progress=False).rows
     full = torch.linalg.vector_norm(SliceDataset(data)[0].kspace).item()
     assert rows and all(r["norm"] == "full" and r["budget"] == pytest.approx(0.05 * full, rel=1e-5) for r in rows)
-    with pytest.raises(ConfigError, match="--norm"):
-        run_attack_experiment(data, ["zero-filled"], eps=[0.05], norm="sum", out=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"experiments\.attack\.norm"):
+        parse(AttackSpec, {"data": "d", "norm": "sum"}, yaml_where("experiments.attack"))

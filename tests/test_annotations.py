@@ -7,9 +7,14 @@ import pytest
 
 import mrirobust.methods.baselines  # noqa: F401  (registers zero-filled, sense)
 from mrirobust.data.annotations import Box, read_annotations, select, write_fastmri_plus
+from mrirobust.data.domains import Domain
 from mrirobust.data.synthetic import SynthConfig, generate_volume, synthesize
 from mrirobust.errors import ConfigError, DataError
-from mrirobust.robustness.features import run_annotated
+from mrirobust.experiments.base import DataSource, Inputs, MethodInput
+from mrirobust.experiments.features import Annotated, AnnotatedSpec
+from mrirobust.experiments.runner import UnitCache, run_experiment
+from mrirobust.physics.masks import MaskSpec
+from mrirobust.report.registry import kind_report
 
 SMALL = dict(shape=(64, 64), slices_per_volume=3, num_coils=4, num_volumes=1, oversample=True)
 
@@ -96,7 +101,7 @@ def test_lesions_zero_leaves_volumes_unchanged_and_lesions_sit_in_their_boxes(tm
         SynthConfig("knee", lesions=-1)
 
 
-def test_run_annotated_scores_boxes_and_reports_what_it_skips(tmp_path, capsys):
+def test_annotated_experiment_scores_boxes_and_reports_what_it_skips(tmp_path):
     data = tmp_path / "data"
     synthesize(data, SynthConfig("knee", lesions=2, **SMALL))
     csv_path = data / "knee" / "train" / "annotations.csv"
@@ -107,20 +112,37 @@ def test_run_annotated_scores_boxes_and_reports_what_it_skips(tmp_path, capsys):
              ("file_missing", 0, "Synthetic lesion - no file", 5, 5, 4, 4)]
     rows = [(b.file, b.slice, b.label, *b.pixels(64)) for b in boxes] + extra
     write_fastmri_plus(rows, tmp_path / "a.csv", 64)
-    path = run_annotated(data / "knee" / "train", tmp_path / "a.csv", ["zero-filled", "sense"],
-                         labels=["synthetic"], out=tmp_path / "out", center_fraction=0.16, progress=False)
-    printed = capsys.readouterr().out
-    assert "3 annotated box(es) skipped" in printed
-    assert "file_missing: file not in the data" in printed and "slice 9: slice not in the data" in printed
-    assert "outside the 64x64 image" in printed
-    with open(path) as handle:
-        result = list(csv.DictReader(handle))
+    inputs = Inputs({"d": DataSource(Domain(data / "knee", name="d"), MaskSpec("random", (0.16,), (4,)))},
+                    {m: MethodInput({"name": m}) for m in ("zero-filled", "sense")}, cache=tmp_path / "cache")
+
+    def run(labels, methods=("zero-filled", "sense"), cache=None, max_size=None):
+        spec = AnnotatedSpec(data="d", annotations=str(tmp_path / "a.csv"), methods=methods, labels=labels,
+                             max_size=max_size, split="train")
+        return run_experiment(Annotated(spec, inputs), cache or UnitCache(tmp_path / "units"), progress=False)
+
+    found = run(("synthetic",))
+    skipped = found.artefacts["skipped"]
+    assert len(skipped) == 3
+    assert "file_missing: file not in the data" in skipped and "file_knee_000 slice 9: slice not in the data" in skipped
+    assert any("outside the 64x64 image" in s for s in skipped)
+    printed = kind_report("annotated").text(found.rows, found.artefacts)
+    assert "3 annotated box(es) skipped" in printed and all(s in printed for s in skipped)
+    result = found.rows
     assert len(result) == 2 * (len(boxes) + 1)
     clipped = next(r for r in result if r["label"].endswith("off"))
-    assert (int(clipped["top"]), int(clipped["height"])) == (60, 4)
+    assert (clipped["top"], clipped["height"]) == (60, 4)
     for method in ("zero-filled", "sense"):
-        assert all(float(r["box_mse"]) >= 0 for r in result if r["method"] == method)
-    assert (tmp_path / "out" / "figure8.png").exists() and (tmp_path / "out" / "figure18.png").exists()
+        assert all(r["box_mse"] >= 0 for r in result if r["method"] == method)
+    drawn = kind_report("annotated").figures(result, found.artefacts, tmp_path / "figures", "")
+    assert sorted(p.name for p in drawn) == ["figure18.png", "figure8.png"] and all(p.stat().st_size for p in drawn)
+    cache = UnitCache(tmp_path / "units")
+    again = run(("synthetic",), cache=cache)  # resumed: nothing recomputed, the same rows and skipped boxes
+    assert cache.computed == 0 and repr(again.rows) == repr(result) and again.artefacts["skipped"] == skipped
+    cache = UnitCache(tmp_path / "units")
+    small = run(("synthetic",), cache=cache, max_size=6)  # fewer boxes on the same slices: recomputed
+    assert cache.computed == 2 and small.artefacts["skipped"][:2] == skipped[:2]
+    assert "slice 0 box 1 (Synthetic lesion - outside): outside" in small.artefacts["skipped"][2]  # renumbered
+    assert sorted(r["label"] for r in small.rows) == sorted(
+        [b.label for b in boxes if b.width <= 6 and b.height <= 6] * 2)
     with pytest.raises(DataError, match="no box left"):
-        run_annotated(data / "knee" / "train", tmp_path / "a.csv", ["zero-filled"], labels=["tear"],
-                      out=tmp_path / "out", progress=False)
+        run(("tear",), ("zero-filled",))

@@ -29,7 +29,7 @@ def test_recon_writes_scores_summary_and_figure(small_data, tmp_path, capsys):
     out = tmp_path / "recon"
     assert main(["recon", str(small_data), "--methods", "zero-filled,sense", "--out", str(out),
                  "--acceleration", "4"]) == 0
-    with open(out / "slices.csv") as handle:
+    with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 4
     def column(method: str, key: str) -> list[float]:
@@ -39,9 +39,24 @@ def test_recon_writes_scores_summary_and_figure(small_data, tmp_path, capsys):
     assert all(s < z for s, z in zip(column("sense", "nmse"), column("zero-filled", "nmse")))
     ssim_key = "ssim[fastmri,volume-max]"
     assert sum(column("sense", ssim_key)) > sum(column("zero-filled", ssim_key))
-    assert (out / "summary.csv").exists() and (out / "example.png").stat().st_size > 0
+    figures = list((out / "report" / "figures").glob("*example.png"))
+    assert len(figures) == 1 and figures[0].stat().st_size > 0
+    assert figures[0].name in (out / "report" / "index.html").read_text()
     printed = capsys.readouterr().out
     assert "sense" in printed and "bootstrap CI" in printed
+
+
+def test_one_slice_recon_has_no_ci_and_variants_get_two_labels(small_data, tmp_path, capsys):
+    """One slice gives empty CI bounds (not an error); two configs of one method are two rows."""
+    tuned = tmp_path / "l1-strong.yaml"
+    tuned.write_text("name: l1\nlam: 0.05\niters: 5\n")
+    out = tmp_path / "one"
+    assert main(["recon", str(small_data), "--methods", f"l1,{tuned}", "--limit", "1", "--out", str(out),
+                 "--center-fraction", "0.16"]) == 0
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and len({r["method"] for r in rows}) == 2 and len({r["config_hash"] for r in rows}) == 2
+    assert "nan" in capsys.readouterr().out
 
 
 def test_bad_file_is_one_line_exit_2(tmp_path, capsys):
@@ -79,7 +94,7 @@ def test_tune_writes_a_config_that_recon_loads(small_data, tmp_path, capsys):
 
 def test_default_tuning_grids_follow_the_family():
     from mrirobust.errors import ConfigError
-    from mrirobust.methods.tune import default_grid
+    from mrirobust.workflows.tune import default_grid
 
     assert set(default_grid("l1")) == {"lam", "iters"}  # the paper tunes lambda and iterations
     assert set(default_grid("l1-dct")) == {"lam", "iters"}
@@ -119,7 +134,7 @@ def test_outside_method_runs_through_recon_both_ways(small_data, tmp_path, monke
     out = tmp_path / "out"
     assert main(["recon", str(small_data), "--methods", "zero-filled,outside_recon:HalfZeroFilled,half-zf",
                  "--out", str(out), "--limit", "2"]) == 0
-    with open(out / "slices.csv") as handle:
+    with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     mse = {r["method"]: float(r["mse"]) for r in rows if r["slice"] == rows[0]["slice"] and r["file"] == rows[0]["file"]}
     assert set(mse) == {"zero-filled", "outside_recon:HalfZeroFilled", "half-zf"}

@@ -1,21 +1,29 @@
 """Artificial small features: insertion through the coil maps, batching, heat maps, resuming, errors."""
 
 import csv
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
 import mrirobust.methods.baselines  # noqa: F401  (registers zero-filled, sense)
+from mrirobust.cli import main
 from mrirobust.data.dataset import SliceDataset
+from mrirobust.data.domains import Domain
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError
-from mrirobust.methods.base import build
-from mrirobust.physics.combine import sense_combine
+from mrirobust.experiments.base import DataSource, Inputs, MethodInput
+from mrirobust.experiments.features import Heatmap, HeatmapSpec
+from mrirobust.experiments.runner import UnitCache, run_experiment
+from mrirobust.experiments.spec import parse, yaml_where
+from mrirobust.methods.base import Reconstructor, build
+from mrirobust.physics.combine import sense_combine, zero_filled_rss
 from mrirobust.physics.fft import ifft2c
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.report.feature_figures import heatmap
-from mrirobust.robustness.features import (_Image, heatmap_boxes, insert_features, random_boxes, reference_images,
-                                           run_heatmap, window_images)
+from mrirobust.report.registry import kind_report
+from mrirobust.robustness.features import (FeatureImage, heatmap_boxes, insert_features, random_boxes,
+                                           reference_images, window_images)
 
 SPEC = MaskSpec("random", (0.16,), (4,))
 
@@ -30,7 +38,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image(data):
-    return _Image(SliceDataset(data, cache=False)[0], SPEC, "cpu", maps_crop=0.0, value=None)
+    return FeatureImage(SliceDataset(data, cache=False)[0], SPEC, "cpu", maps_crop=0.0, value=None)
 
 
 def test_feature_enters_through_the_coil_maps_at_the_target_position(image):
@@ -51,7 +59,7 @@ def test_feature_enters_through_the_coil_maps_at_the_target_position(image):
 
 
 def test_full_sampling_recovers_every_feature_exactly(image):
-    full = _Image(image.sample, SPEC, "cpu", 0.0, None)
+    full = FeatureImage(image.sample, SPEC, "cpu", 0.0, None)
     full.mask = torch.ones_like(full.mask)
     mse = full.feature_mse(build("zero-filled"), heatmap_boxes(full.shape, 3, 15), "rss")
     assert mse.abs().max() < 1e-8 * full.value**2
@@ -79,48 +87,87 @@ def test_grid_and_random_placements():
         heatmap_boxes((10, 8), 3, 0)
 
 
-def test_run_heatmap_writes_normalised_maps_and_resumes(data, tmp_path, capsys):
-    args = dict(stride=12, window=3, out=tmp_path, center_fraction=0.16, progress=False, batch_size=8)
-    path = run_heatmap(data, ["zero-filled", "sense"], **args)
-    first = path.read_bytes()
-    assert "32 feature reconstructions (4 units computed" in capsys.readouterr().out  # 16 positions x 2 methods
-    with open(path) as handle:
-        rows = [{**r, "image": int(r["image"]), "top": int(r["top"]), "left": int(r["left"]),
-                 "loss": float(r["loss"])} for r in csv.DictReader(handle)]
-    grid, tops, lefts = heatmap(rows, 0, "sense")
+@dataclass
+class CountingZeroFilled(Reconstructor):
+    """Zero-filled, counting the feature placements it reconstructs."""
+
+    name = "counting-zero-filled"
+
+    def __post_init__(self) -> None:
+        self.placements = 0
+
+    def reconstruct(self, kspace, mask, **meta):
+        self.placements += kspace.shape[0]
+        return zero_filled_rss(kspace, mask)
+
+
+METHODS = {"counted": {"name": f"{__name__}:CountingZeroFilled"}, "sense": {"name": "sense"}}
+
+
+def inputs(data, tmp_path) -> Inputs:
+    return Inputs({"d": DataSource(Domain(data, name="d"), SPEC)},
+                  {label: MethodInput(config) for label, config in METHODS.items()}, cache=tmp_path / "cache")
+
+
+def test_heatmap_experiment_gives_normalised_maps_and_resumes(data, tmp_path):
+    spec = HeatmapSpec(data="d", methods=tuple(METHODS), stride=12, window=3, batch_size=8)
+    first, cache = Heatmap(spec, inputs(data, tmp_path)), UnitCache(tmp_path / "units")
+    result = run_experiment(first, cache, progress=False)
+    # 16 positions x 2 methods, in chunks of 8 placements: 4 units, each placement reconstructed once
+    assert len(result.rows) == 32 and cache.computed == 4 and first.methods["counted"].placements == 16
+    grid, tops, lefts = heatmap(result.rows, 0, "sense")
     assert grid.shape == (4, 4) and tops == [0, 12, 24, 36] and grid.min() == 0 and grid.max() == 1
-    assert (tmp_path / "figure7-image0.png").exists() and (tmp_path / "heatmap.parquet").exists()
-    run_heatmap(data, ["zero-filled", "sense"], **args)
-    assert "(0 units computed" in capsys.readouterr().out
-    assert path.read_bytes() == first
+    assert all(r["loss"] == r["mse"] > 0 for r in result.rows)  # normalize "none": the MSE itself
+    drawn = kind_report("heatmap").figures(result.rows, result.artefacts, tmp_path, "")
+    assert [p.name for p in drawn] == ["figure7-image0.png"] and drawn[0].stat().st_size > 0
+    again, cache = Heatmap(spec, inputs(data, tmp_path)), UnitCache(tmp_path / "units")
+    resumed = run_experiment(again, cache, progress=False)
+    assert cache.computed == 0 and again.methods["counted"].placements == 0
+    assert repr(resumed.rows) == repr(result.rows)
+    # a changed setting that the rows depend on is recomputed, not resumed
+    cache = UnitCache(tmp_path / "units")
+    normalised = run_experiment(Heatmap(replace(spec, normalize="value"), inputs(data, tmp_path)), cache,
+                                progress=False)
+    assert cache.computed == 4
+    assert [r["loss"] for r in normalised.rows] == [r["mse"] / r["value"] ** 2 for r in normalised.rows]
 
 
 def test_bad_settings_are_config_errors(data, tmp_path):
+    def run(**settings):
+        spec = HeatmapSpec(**{"data": "d", "methods": ("sense",), **settings})
+        run_experiment(Heatmap(spec, inputs(data, tmp_path)), UnitCache(tmp_path / "units"), progress=False)
+
     with pytest.raises(ConfigError, match="--window"):
-        run_heatmap(data, ["zero-filled"], window=49, out=tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="--reference"):
-        run_heatmap(data, ["zero-filled"], reference="target", out=tmp_path, progress=False)
+        run(window=49)
     with pytest.raises(ConfigError, match="twice"):
-        run_heatmap(data, ["sense", "sense"], out=tmp_path, progress=False)
+        run(methods=("sense", "sense"))
+    with pytest.raises(ConfigError, match=r"experiments\.heatmap\.reference"):
+        parse(HeatmapSpec, {"data": "d", "reference": "target"}, yaml_where("experiments.heatmap"))
+    assert not (tmp_path / "units").exists()  # nothing computed
 
 
 def test_features_commands_end_to_end_and_bad_window(tmp_path, capsys):
     """`mrirobust features heatmap|annotated` on generated data with planted lesions."""
-    from mrirobust.cli import main
-
     root = tmp_path / "data"
     synthesize(root, SynthConfig("knee", split="test", shape=(48, 48), slices_per_volume=3, num_coils=4,
                                  num_volumes=1, oversample=True, lesions=2))
     folder = root / "knee" / "test"
+    heat = tmp_path / "heat"
     assert main(["features", "heatmap", str(folder), "--methods", "zero-filled", "--stride", "16",
-                 "--center-fraction", "0.16", "--out", str(tmp_path / "heat")]) == 0
-    with open(tmp_path / "heat" / "heatmap.csv") as handle:
+                 "--center-fraction", "0.16", "--out", str(heat)]) == 0
+    with open(heat / "results.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(heatmap_boxes((48, 48), 3, 16))
+    assert (heat / "report" / "index.html").stat().st_size > 0
+    assert [p.name.endswith("figure7-image0.png") for p in (heat / "report" / "figures").glob("*.png")] == [True]
+    ann = tmp_path / "ann"
     assert main(["features", "annotated", str(folder), str(folder / "annotations.csv"), "--methods", "zero-filled",
-                 "--center-fraction", "0.16", "--out", str(tmp_path / "ann")]) == 0
-    assert (tmp_path / "ann" / "annotated.csv").exists()
+                 "--center-fraction", "0.16", "--out", str(ann)]) == 0
+    with open(ann / "results.csv") as handle:
+        assert {r["method"] for r in csv.DictReader(handle)} == {"zero-filled"}
+    assert {p.name.rsplit("-", 1)[-1] for p in (ann / "report" / "figures").glob("*.png")} == {"figure8.png",
+                                                                                             "figure18.png"}
     capsys.readouterr()
     assert main(["features", "heatmap", str(folder), "--methods", "zero-filled", "--window", "60",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "window" in capsys.readouterr().err
-    assert not (tmp_path / "bad" / "heatmap.csv").exists()
+    assert not (tmp_path / "bad" / "results.csv").exists()

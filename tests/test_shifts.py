@@ -1,32 +1,41 @@
-"""Distribution-shift experiments on tiny generated data: caching, resume, hard set, frequency
-analysis, fits, figures and bad input."""
+"""Distribution-shift experiments on tiny generated data: model caching, resumed units, the hard set,
+frequency analysis, fits, figures and bad input."""
 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-import mrirobust.robustness.shifts as shifts
 from mrirobust.data.dataset import SliceDataset
+from mrirobust.data.domains import Domain
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError, DataError
 from mrirobust.evaluate import evaluate
-from mrirobust.methods.train import TrainConfig
+from mrirobust.experiments.base import DataSource, Experiment, Inputs, MethodInput
+from mrirobust.experiments.runner import UnitCache, run_experiment
+from mrirobust.experiments.shift import AnatomyShift, DatasetShift, HardShift, HardShiftSpec
+from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec, seed_from_filename
+from mrirobust.report import shift_figures
+from mrirobust.report.registry import kind_report
+from mrirobust.robustness.shift_analysis import hard_set, low_frequency_proportion
 
 CF = 0.17  # 8 centre columns of 48: ESPIRiT (l1) needs at least its 6x6 kernel
+MASK = MaskSpec("random", (CF,), (4,))
+SSIM = "ssim[fastmri,volume-max]"
 GROUPS = {
-    "U-net": [{"name": "unet-small", "chans": 4, "num_pool_layers": 2},
-              {"name": "unet-small", "chans": 8, "num_pool_layers": 2}],
-    "l1": [{"name": "l1", "iters": 10, "tune": {"lam": [0.001, 0.01]}}],
-    "baseline": ["zero-filled"],
+    "U-net": [{"name": "unet-small", "chans": 4, "num_pool_layers": 2, "label": "unet-4"},
+              {"name": "unet-small", "chans": 8, "num_pool_layers": 2, "label": "unet-8"}],
+    "l1": [{"name": "l1", "iters": 10, "tune": {"lam": [0.001, 0.01]}, "label": "l1"}],
+    "baseline": ["zero-filled"],  # a method label of the inputs, not an inline config
 }
-TRAIN = TrainConfig(epochs=1, batch_size=2, max_train_slices=4)
+TRAIN = {"epochs": 1, "batch_size": 2, "max_train_slices": 4}
+METHODS = {"zero-filled": MethodInput({"name": "zero-filled"})}
 
 
 @pytest.fixture(scope="module")
@@ -41,129 +50,143 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def calls(monkeypatch) -> dict[str, int]:
-    """Count training and tuning calls made by the shift experiment."""
-    counts = {"train": 0, "tune": 0}
-    for name in counts:
-        real = getattr(shifts, name)
-
-        def counted(*args, _real=real, _name=name, **kwargs):
-            counts[_name] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(shifts, name, counted)
-    return counts
+def _shift(cls: type[Experiment], cache: Path, source: str | Path, target: str | Path | None = None, *,
+           mask: MaskSpec = MASK, **settings: Any) -> Experiment:
+    """A shift experiment on the data sources "source" (and "target"), with GROUPS and TRAIN unless given."""
+    paths = {"source": source, **({"target": target} if target is not None else {})}
+    inputs = Inputs({label: DataSource(Domain.parse(path), mask) for label, path in paths.items()}, METHODS,
+                    device="cpu", cache=cache)
+    spec = cls.spec_type(**{label: label for label in paths}, **{"groups": GROUPS, "train": TRAIN, **settings})
+    return cls(spec, inputs)
 
 
-def _read(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+def _prepared(cache: Path) -> dict[str, dict[str, int]]:
+    """The models `prepare` trained (done.yaml) and tuned (tuned.yaml) in the cache, with the files' mtimes."""
+    return {name: {p.parent.name: p.stat().st_mtime_ns for p in cache.glob(f"*/{name}")}
+            for name in ("done.yaml", "tuned.yaml")}
 
 
-def _run(kind, source, target, out, cache, **kwargs):
-    settings = dict(groups=GROUPS, out=out, cache=cache, train_config=TRAIN, center_fraction=CF, progress=False)
-    return shifts.run_shift(kind, source, target, **{**settings, **kwargs})
+def _drawn(kind: str, result: Any, folder: Path) -> list[str]:
+    """The figures the kind's report draws from a result; each PNG has its PDF twin."""
+    paths = kind_report(kind).figures(result.rows, result.artefacts, folder, "")
+    assert all(p.stat().st_size > 0 and p.with_suffix(".pdf").stat().st_size > 0 for p in paths)
+    return [p.name for p in paths]
 
 
-def test_dataset_shift_caches_models_resumes_units_and_fits(data, tmp_path, calls, monkeypatch):
+def test_dataset_shift_caches_models_resumes_units_and_fits(data, tmp_path):
     source, target = f"{data}/knee@CORPDFS_FBK", f"{data}/knee@CORPD_FBK"
-    first = _run("dataset", source, target, tmp_path / "a", tmp_path / "cache")
-    assert calls == {"train": 2, "tune": 1}
-    for name in ("shift.parquet", "models.csv", "fits.json", "figure2.png", "examples.png"):
-        assert (tmp_path / "a" / name).stat().st_size > 0
-    rows = _read(first)
+    cache, units = tmp_path / "cache", UnitCache(tmp_path / "a")
+    first = run_experiment(_shift(DatasetShift, cache, source, target), units, progress=False)
+    prepared = _prepared(cache)
+    assert {name: len(found) for name, found in prepared.items()} == {"done.yaml": 2, "tuned.yaml": 1}
+    rows = first.rows
     assert {r["role"] for r in rows} == {"in", "out"}
     assert {r["evaluated_on"] for r in rows} == {"knee[CORPDFS_FBK]", "knee[CORPD_FBK]"}
+    labels = {"unet-4", "unet-8", "l1", "zero-filled"}
+    assert {r["model"] for r in rows} == labels and all(r["method"] == r["model"] for r in rows)
+    assert {d: set(images) for d, images in first.artefacts["examples"].items()} == {
+        f"knee[CORPDFS_FBK] -> {d}": {"target", *labels} for d in ("knee[CORPDFS_FBK]", "knee[CORPD_FBK]")}
+    assert _drawn("dataset_shift", first, tmp_path / "figures") == ["figure2.png", "examples.png"]
 
-    # another experiment with the same cache trains and tunes nothing
-    second = _run("dataset", source, target, tmp_path / "b", tmp_path / "cache")
-    assert calls == {"train": 2, "tune": 1}
-    assert _read(second) == rows
+    # another experiment with the same model cache trains and tunes nothing
+    second = run_experiment(_shift(DatasetShift, cache, source, target), UnitCache(tmp_path / "b"), progress=False)
+    assert _prepared(cache) == prepared
+    assert second.rows == rows
 
-    # a re-run in the same folder reconstructs nothing and gives identical rows
-    monkeypatch.setattr(shifts, "evaluate", lambda *a, **k: pytest.fail("a finished unit was recomputed"))
-    assert _read(_run("dataset", source, target, tmp_path / "a", tmp_path / "cache")) == rows
+    # a re-run with the same unit cache reconstructs nothing and gives identical rows
+    again = UnitCache(tmp_path / "a")
+    assert run_experiment(_shift(DatasetShift, cache, source, target), again, progress=False).rows == rows
+    assert again.computed == 0 and units.computed > 0
 
-    # the saved fit is the least-squares line through the per-model means (numpy as reference)
-    table = _read(tmp_path / "a" / "models.csv")
-    x, y = (np.array([float(t[k]) for t in table]) for k in ("x", "y"))
+    # the fit is the least-squares line through the per-model means (numpy as reference)
+    (name, _, _, table, summary), = shift_figures.fits(rows)
+    assert name == "figure2" and [t["model"] for t in table] == ["unet-4", "unet-8", "l1", "zero-filled"]
     for t in table:
-        mine = [float(r["ssim[fastmri,volume-max]"]) for r in rows if r["model"] == t["model"] and r["role"] == "in"]
-        assert float(t["x"]) == pytest.approx(np.mean(mine))
-    fit = json.loads((tmp_path / "a" / "fits.json").read_text())["figure2"]
+        for axis, role in (("x", "in"), ("y", "out")):
+            mine = [r[SSIM] for r in rows if r["model"] == t["model"] and r["role"] == role]
+            assert t[axis] == pytest.approx(np.mean(mine))
+    x, y = (np.array([t[k] for t in table]) for k in ("x", "y"))
     slope, intercept = np.polyfit(x, y, 1)
-    assert fit["fit"]["slope"] == pytest.approx(slope) and fit["fit"]["intercept"] == pytest.approx(intercept)
-    assert fit["drop_per_group"]["U-net"] == pytest.approx(np.mean((x - y)[:2]))
+    assert summary["fit"]["slope"] == pytest.approx(slope) and summary["fit"]["intercept"] == pytest.approx(intercept)
+    assert summary["drop_per_group"]["U-net"] == pytest.approx(np.mean((x - y)[:2]))
+    text = kind_report("dataset_shift").text(rows, first.artefacts)
+    assert text.startswith(f"figure2: y = {slope:.3f} x + {intercept:.3f}")
 
 
 def test_anatomy_shift_both_directions_other_coils_and_readout(data, tmp_path):
     groups = {**GROUPS, "VarNet": [{"name": "varnet-small", "num_cascades": 1, "chans": 4, "pools": 2}]}
-    path = _run("anatomy", data / "knee", data / "brain", tmp_path / "out", tmp_path / "cache", groups=groups)
-    rows = _read(path)
+    result = run_experiment(_shift(AnatomyShift, tmp_path / "cache", data / "knee", data / "brain", groups=groups),
+                            UnitCache(tmp_path / "units"), progress=False)
+    rows = result.rows
     pairs = {(r["trained_on"], r["evaluated_on"]) for r in rows}
     assert pairs == {("knee", "knee"), ("knee", "brain"), ("brain", "brain"), ("brain", "knee")}
     # VarNet trained on 96-row knee k-space sees the 112-row brain through the resolution fix
     fixes = {(r["trained_on"], r["evaluated_on"]): r["resolution_fix"] for r in rows if r["group"] == "VarNet"}
-    assert fixes == {("knee", "knee"): "", ("knee", "brain"): "96", ("brain", "brain"): "", ("brain", "knee"): "112"}
-    assert all(np.isfinite(float(r["ssim[fastmri,volume-max]"])) for r in rows)
-    fits = json.loads((tmp_path / "out" / "fits.json").read_text())
-    assert set(fits) == {"figure4-test-brain", "figure4-test-knee", "figure13-train-knee", "figure13-train-brain"}
-    assert (tmp_path / "out" / "figure4.png").exists() and (tmp_path / "out" / "figure13.png").exists()
+    assert fixes == {("knee", "knee"): None, ("knee", "brain"): 96, ("brain", "brain"): None, ("brain", "knee"): 112}
+    assert all(np.isfinite(r[SSIM]) for r in rows)
+    assert {name for name, *_ in shift_figures.fits(rows)} == {
+        "figure4-test-brain", "figure4-test-knee", "figure13-train-knee", "figure13-train-brain"}
+    assert _drawn("anatomy_shift", result, tmp_path / "figures") == ["figure4.png", "figure13.png", "examples.png"]
 
 
 def test_hard_set_is_the_filter_methods_lowest_tenth(data, tmp_path):
     groups = {"U-net": GROUPS["U-net"], "l1": GROUPS["l1"]}
-    out = tmp_path / "out"
-    path = _run("hard", data / "knee", None, out, tmp_path / "cache", groups=groups, filter_method="zero-filled")
-    spec = MaskSpec("random", (CF,), (4,))
+    result = run_experiment(_shift(HardShift, tmp_path / "cache", data / "knee", groups=groups,
+                                   filter_method="zero-filled"), UnitCache(tmp_path / "units"), progress=False)
     candidates = SliceDataset(data / "knee" / "test", slices="middle:5")
     assert len(candidates) == 10
-    reference = evaluate(iter(candidates), [shifts.build("zero-filled")], spec, progress=False).rows
-    lowest = min(reference, key=lambda r: r["ssim[fastmri,volume-max]"])
-    saved = _read(out / "hard_set.csv")
-    assert [(r["file"], int(r["slice"])) for r in saved] == [(Path(lowest["file"]).name, lowest["slice"])]
-    assert float(saved[0]["filter_ssim"]) == pytest.approx(lowest["ssim[fastmri,volume-max]"])
-    assert shifts.read_hard_set(out / "hard_set.csv") == {(Path(lowest["file"]).name, lowest["slice"])}
-    rows = _read(path)
-    hard_rows = {(r["file"], r["slice"]) for r in rows if r["role"] == "hard"}
-    assert hard_rows == {(lowest["file"], str(lowest["slice"]))}
-    assert (out / "figure6.png").exists() and (out / "figure14.png").exists()
+    reference = evaluate(iter(candidates), [build("zero-filled")], MASK, progress=False).rows
+    lowest = min(reference, key=lambda r: r[SSIM])
+    chosen = result.artefacts["hard_set"]
+    assert [(r["file"], r["slice"]) for r in chosen] == [(Path(lowest["file"]).name, lowest["slice"])]
+    assert chosen[0]["filter_ssim"] == pytest.approx(lowest[SSIM]) and chosen[0]["filter"] == "filter-zero-filled"
+    rows = result.rows
+    assert {r["model"] for r in rows} == {"unet-4", "unet-8", "l1"}  # the filter method is not evaluated
+    assert {(r["file"], r["slice"]) for r in rows if r["role"] == "hard"} == {(lowest["file"], lowest["slice"])}
+    assert {r["role"] for r in rows} == {"hard", "normal"}
+    assert _drawn("hard_shift", result, tmp_path / "figures") == ["figure6.png", "examples.png", "figure14.png"]
 
     # low-frequency proportion by hand: width 48, 0.17 * 48 -> 8 centre columns, placed by fastMRI
     # at (48 - 8 + 1) // 2 = 20, i.e. columns 20..27; energies in numpy
-    freq = {(r["file"], int(r["slice"])): r for r in _read(out / "frequency.csv")}
+    freq = {(r["file"], r["slice"]): r for r in result.artefacts["frequency"]}
+    assert len(freq) == 10 and [r["set"] for r in freq.values()].count("hard") == 1
     sample = candidates[3]
     name = Path(sample.meta.file).name
-    assert spec.sample(48, seed=seed_from_filename(name))[0][20:28].all()
+    assert MASK.sample(48, seed=seed_from_filename(name))[0][20:28].all()
     energy = (np.abs(sample.kspace.numpy()) ** 2).sum(axis=(0, 1))
     expected = energy[20:28].sum() / energy.sum()
-    assert float(freq[(name, sample.meta.slice)]["low_frequency_proportion"]) == pytest.approx(expected, rel=1e-5)
+    assert freq[(name, sample.meta.slice)]["low_frequency_proportion"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_low_frequency_proportion_and_hard_fraction():
     kspace = torch.zeros(2, 3, 4, 10, dtype=torch.complex64)
     kspace[0, :, :, 4:6] = 1  # all energy in the centre columns
     kspace[1] = 1  # flat spectrum
-    assert shifts.low_frequency_proportion(kspace, 2).tolist() == pytest.approx([1.0, 0.2])
+    assert low_frequency_proportion(kspace, 2).tolist() == pytest.approx([1.0, 0.2])
     rows = [{"file": f"f{i}.h5", "slice": i, "ssim[x]": s} for i, s in enumerate(np.linspace(0.9, 0.5, 25))]
-    assert [r["slice"] for r in shifts.hard_set(rows, 0.1)] == [24, 23]
+    assert [r["slice"] for r in hard_set(rows, 0.1)] == [24, 23]
     with pytest.raises(ConfigError, match="hard_fraction"):
-        shifts.hard_set(rows, 1.5)
+        hard_set(rows, 1.5)
+    with pytest.raises(ConfigError, match="hard_fraction"):
+        HardShiftSpec(source="source", hard_fraction=1.0)
 
 
-def test_bad_input_fails_before_any_model_runs(data, tmp_path, calls):
-    with pytest.raises(DataError, match="acquisitions"):
-        _run("dataset", f"{data}/knee@CORPDFS_FBK", f"{data}/knee@AXT2", tmp_path / "o", tmp_path / "c")
-    with pytest.raises(ConfigError, match="ESPIRiT"):  # 4 centre columns: too few for l1's maps
-        _run("dataset", data / "knee", data / "brain", tmp_path / "o", tmp_path / "c", center_fraction=0.08)
-    with pytest.raises(ConfigError, match="not evaluated"):
-        _run("hard", data / "knee", None, tmp_path / "o", tmp_path / "c", filter_method="zero-filled")
-    with pytest.raises(ConfigError, match="train/"):
-        _run("dataset", data / "knee" / "test", data / "brain", tmp_path / "o", tmp_path / "c")
-    with pytest.raises(ConfigError, match="target"):
-        _run("dataset", data / "knee", None, tmp_path / "o", tmp_path / "c")
-    assert calls == {"train": 0, "tune": 0}
+def test_bad_input_fails_before_any_model_runs(data, tmp_path):
+    cache, units = tmp_path / "cache", UnitCache(tmp_path / "units")
+    cases = [
+        (DataError, "acquisitions", DatasetShift, (f"{data}/knee@CORPDFS_FBK", f"{data}/knee@AXT2"), {}),
+        # 4 centre columns: too few for l1's maps
+        (ConfigError, "ESPIRiT", DatasetShift, (data / "knee", data / "brain"),
+         {"mask": MaskSpec("random", (0.08,), (4,))}),
+        (ConfigError, "not evaluated", HardShift, (data / "knee",), {"filter_method": "zero-filled"}),
+        (ConfigError, "train/", DatasetShift, (data / "knee" / "test", data / "brain"), {}),
+        (ConfigError, "^target: ", DatasetShift, (data / "knee",), {}),
+        (ConfigError, "name them apart", DatasetShift, (data / "knee", data / "knee"), {}),
+    ]
+    for error, match, cls, paths, settings in cases:
+        with pytest.raises(error, match=match):
+            run_experiment(_shift(cls, cache, *paths, **settings), units, progress=False)
+    assert units.computed == 0 and not units.root.exists() and not cache.exists()
 
 
 def test_shift_command_end_to_end_and_bad_groups(data, tmp_path, capsys):
@@ -171,11 +194,26 @@ def test_shift_command_end_to_end_and_bad_groups(data, tmp_path, capsys):
 
     groups = tmp_path / "groups.yaml"
     groups.write_text("U-net:\n  - {name: unet-small, chans: 4, num_pool_layers: 2}\nbaseline:\n  - zero-filled\n")
+    out = tmp_path / "out"
     assert main(["shift", "anatomy", str(data / "knee"), str(data / "brain"), "--groups", str(groups),
-                 "--out", str(tmp_path / "out"), "--epochs", "1", "--max-train-slices", "2",
-                 "--center-fraction", str(CF), "--images", "2"]) == 0
-    assert (tmp_path / "out" / "shift.csv").exists() and (tmp_path / "out" / "fits.json").exists()
+                 "--train", "epochs=1", "--train", "max_train_slices=2", "--center-fraction", str(CF),
+                 "--images", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["kind"] for r in rows} == {"anatomy_shift"} and {r["group"] for r in rows} == {"U-net", "baseline"}
+    per_unit = {}
+    for r in rows:
+        per_unit.setdefault((r["model"], r["trained_on"], r["evaluated_on"]), []).append(r)
+    assert len(per_unit) == 2 * 4 and all(len(found) == 2 for found in per_unit.values())  # --images 2
+    domains = {r["trained_on"] for r in rows}
+    assert len(domains) == 2
+    for panel in [*(f"figure4-test-{d}" for d in domains), *(f"figure13-train-{d}" for d in domains)]:
+        assert f"\n{panel}: " in f"\n{printed}"  # the fits summary
+    page = (out / "report" / "index.html").read_text()
+    assert "-figure4.png" in page and "-figure13.png" in page
+
     groups.write_text("- not a mapping\n")
-    capsys.readouterr()
     assert main(["shift", "hard", str(data / "knee"), "--groups", str(groups), "--out", str(tmp_path / "bad")]) == 2
     assert "--groups" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "store").exists()

@@ -24,7 +24,7 @@ from mrirobust.cli import main
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.study.config import validate
-from mrirobust.study.runner import describe_plan, run_study
+from mrirobust.study.runner import describe_plan, run_study, write_study_report
 from mrirobust.study.store import Store
 from tests.test_mridata import fft3c, phantom_coil_images, write_ismrmrd
 
@@ -65,7 +65,7 @@ def _config(data: Path) -> dict:
             "heatmap": {"data": "knee", "methods": ["zero-filled", "unet"], "stride": 16, "window": 3},
             "annotated": {"data": "knee", "methods": ["zero-filled"],
                           "annotations": str(data / "knee" / "test" / "annotations.csv")},
-            "shift": {"shift": "anatomy", "source": "knee", "target": "brain",
+            "shift": {"kind": "anatomy_shift", "source": "knee", "target": "brain",
                       "groups": {"U-net": ["unet"], "baseline": ["zero-filled"]}, "images": 2},
         },
     }
@@ -108,13 +108,18 @@ def _break(config: dict, path: str, value) -> dict:
 @pytest.mark.parametrize("path, value, field", [
     ("colour", "red", "colour"),
     ("experiments.attack.epsilon", [0.1], "experiments.attack.epsilon"),
-    ("experiments.attack.eps", [0.05, -0.1], "experiments.attack.eps"),
+    ("experiments.attack.eps", [0.05, -0.1], "experiments.attack.eps[1]"),
     ("experiments.attack.images", 0, "experiments.attack.images"),
     ("experiments.attack.methods", ["zero-filled", "nope"], "experiments.attack.methods[1]"),
     ("experiments.heatmap.stride", "four", "experiments.heatmap.stride"),
     ("experiments.recon.kind", "recon-all", "experiments.recon.kind"),
     ("experiments.shift.target", "elbow", "experiments.shift.target"),
-    ("experiments.shift.shift", "sideways", "experiments.shift.shift"),
+    ("experiments.shift.kind", "sideways", "experiments.shift.kind"),
+    ("experiments.shift.groups", ["unet"], "experiments.shift.groups"),
+    ("experiments.attack.attack", {"steps": "many"}, "experiments.attack.attack.steps"),
+    ("experiments.attack.attack", {"bogus": 1}, "experiments.attack.attack.bogus"),
+    ("experiments.attack.eps", [2.0], "experiments.attack.eps"),
+    ("experiments.attack.mask", {"acceleration": [4, 8]}, None),
     ("experiments.annotated.annotations", "/nonexistent/annotations.csv", "experiments.annotated.annotations"),
     ("data.knee", "/nonexistent/knee", "data.knee.root"),
     ("mask.acceleration", 0, "mask.acceleration"),
@@ -126,6 +131,10 @@ def _break(config: dict, path: str, value) -> dict:
     ("executor", {"kind": "slurm"}, "executor.kind"),
 ])
 def test_validation_names_the_field(data, path, value, field):
+    if field is None:  # valid: several accelerations are kept, not cut to the first
+        study = validate(_break(_config(data), path, value))
+        assert study.experiments["attack"].spec.mask.accelerations == (4, 8)
+        return
     with pytest.raises(ConfigError) as caught:
         validate(_break(_config(data), path, value))
     assert caught.value.field == field
@@ -154,11 +163,14 @@ def test_study_runs_once_then_only_what_changed(data, tmp_path, monkeypatch):
     assert sorted(ran) == sorted(["l1", "unet", "recon", "attack", "heatmap", "annotated", "shift"])
     rows = _rows(out)
     kinds = {dict(r)["kind"] for r in rows}
-    assert kinds == {'"recon"', '"attack"', '"heatmap"', '"annotated"', '"shift"'}
+    assert kinds == {'"recon"', '"attack"', '"heatmap"', '"annotated"', '"anatomy_shift"'}
     plan = json.loads((out / "store" / "plan.json").read_text())
     record = Store(out / "store").record(plan["jobs"][-1]["key"])
-    assert record["versions"]["torch"] and record["figures"] and record["rows"] > 0
-    assert all((out / f).is_file() and (out / f).with_suffix(".pdf").is_file() for f in record["figures"])
+    assert record["versions"]["torch"] and record["rows"] > 0
+    index = write_study_report(out)
+    figures = sorted((index.parent / "figures").glob("*.png"))
+    assert figures and all(f.with_suffix(".pdf").is_file() for f in figures)
+    assert all(f'src="figures/{f.name}"' in index.read_text() for f in figures)
 
     ran.clear()
     run_study(_config(data), out, progress=False)
@@ -312,8 +324,10 @@ def test_example_fastmri_study_validates_on_files_of_its_layout(tmp_path):
             entry["root"] = str(root)
             continue
         anatomy = "brain" if "brain" in name else "knee"
+        acquisition = tuple(entry.get("acquisitions", ())) or None if isinstance(entry, dict) else None
         synthesize(root, [SynthConfig(anatomy, split=s, num_volumes=1, slices_per_volume=1, num_coils=4,
-                                      shape=(48, 48), lesions=1 if s == "test" else 0) for s in ("train", "val", "test")])
+                                      shape=(48, 96), acquisition=acquisition, lesions=1 if s == "test" else 0)
+                          for s in ("train", "val", "test")])
         for split in ("train", "val", "test"):  # fastMRI's folder names
             (root / anatomy / split).rename(root / f"multicoil_{split}")
         if isinstance(entry, dict):
@@ -323,6 +337,11 @@ def test_example_fastmri_study_validates_on_files_of_its_layout(tmp_path):
     for experiment in example["experiments"].values():
         if "annotations" in experiment:
             experiment["annotations"] = str(tmp_path / "knee" / "multicoil_test" / "annotations.csv")
+    # the generated Stanford volume is 20 wide (real ones are ~256): a wider centre for ESPIRiT
+    example["mask"] = {**example.get("mask", {}), "center_fraction": 0.3}
+    for entry in example["data"].values():
+        if isinstance(entry, dict) and "mask" in entry:
+            entry["mask"]["center_fraction"] = 0.3
     study = validate(example)
     plan = describe_plan(study, tmp_path / "out")
     assert "config valid" in plan and plan.count("to run") == len(study.experiments) + sum(

@@ -15,7 +15,7 @@ from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.methods.base import Reconstructor
-from mrirobust.methods.train import TrainConfig, train
+from mrirobust.workflows.train import TrainConfig, train
 from mrirobust.physics.combine import zero_filled_rss
 
 
@@ -127,7 +127,7 @@ def test_untrainable_method_and_bad_settings_are_config_errors(data, tmp_path):
 DDP_SCRIPT = """
 import sys, torch
 from mrirobust.data.dataset import SliceDataset
-from mrirobust.methods.train import TrainConfig, train
+from mrirobust.workflows.train import TrainConfig, train
 from tests.test_train import TinyTrained
 torch.manual_seed(0)
 root = sys.argv[1]

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.study import EXECUTORS
@@ -46,22 +45,12 @@ def cmd_data_from_images(args: argparse.Namespace) -> None:
     print(f"wrote {len(paths)} files to {args.out}")
 
 
-def cmd_recon(args: argparse.Namespace) -> None:
-    from mrirobust.evaluate import run_recon
-
-    run_recon(
-        args.data, _methods(args.methods), out=args.out, mask_type=args.mask_type,
-        acceleration=args.acceleration, center_fraction=args.center_fraction, slices=args.slices,
-        device=args.device, batch_size=args.batch_size, limit=args.limit,
-    )
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     from mrirobust.data.dataset import SliceDataset
     from mrirobust.methods.base import build, parse_spec
-    from mrirobust.methods.train import TrainConfig, train
+    from mrirobust.workflows.train import TrainConfig, train
 
     torch.manual_seed(args.seed)  # the initial weights: a training run depends only on its settings
     method = build(parse_spec(args.method))
@@ -80,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from mrirobust.data.dataset import SliceDataset
     from mrirobust.methods.base import parse_spec
-    from mrirobust.methods.tune import default_grid, parse_grid, save_config, tune
+    from mrirobust.workflows.tune import default_grid, parse_grid, save_config, tune
     from mrirobust.physics.masks import MaskSpec
 
     dataset = SliceDataset(args.data, slices=args.slices)
@@ -95,87 +84,33 @@ def cmd_tune(args: argparse.Namespace) -> None:
     print(f"best mean SSIM {result.best_ssim:.4f} with {result.best}; wrote {path}")
 
 
-def _setting(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError("--attack-setting", f"{text!r} is not KEY=VALUE")
-    return key.strip(), yaml.safe_load(value)
+# Experiment commands: (command, sub-command) -> experiment kind. Their flags are the spec's fields.
+EXPERIMENT_COMMANDS = {
+    ("recon", None): "recon", ("attack", None): "attack",
+    ("features", "heatmap"): "heatmap", ("features", "sizes"): "feature_sizes",
+    ("features", "annotated"): "annotated",
+    ("shift", "dataset"): "dataset_shift", ("shift", "anatomy"): "anatomy_shift", ("shift", "hard"): "hard_shift",
+}
 
 
-def cmd_attack(args: argparse.Namespace) -> None:
-    from mrirobust.robustness.adversarial import run_attack_experiment
+def cmd_experiment(args: argparse.Namespace) -> None:
+    """Run one experiment through the study runner (same resume, store and report as `study`)."""
+    from mrirobust.experiments.base import experiment_type
+    from mrirobust.report.registry import kind_report
+    from mrirobust.study.runner import run_with_report
+    from mrirobust.study.store import Store
+    from mrirobust.study.wrap import one_experiment_study
 
-    run_attack_experiment(
-        args.data, _methods(args.methods), eps=args.eps, images=args.images, out=args.out,
-        mask_type=args.mask_type, acceleration=args.acceleration, center_fraction=args.center_fraction,
-        evaluate_only=[n.strip() for n in args.evaluate_only.split(",") if n.strip()],
-        device=args.device, seed=args.seed, norm=args.norm, batch_size=args.batch_size,
-        attack_settings=dict(_setting(s) for s in args.attack_setting),
-    )
-
-
-def _ints(text: str, field: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(field, f"expected comma-separated integers, got {text!r}") from None
-
-
-def _feature_options(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(mask_type=args.mask_type, acceleration=args.acceleration, center_fraction=args.center_fraction,
-                device=args.device, batch_size=args.batch_size, out=args.out)
-
-
-def cmd_features_heatmap(args: argparse.Namespace) -> None:
-    from mrirobust.robustness.features import run_heatmap
-
-    run_heatmap(args.data, _methods(args.methods), stride=args.stride, window=args.window, images=args.images,
-                value=args.value, reference=args.reference, normalize=args.normalize, maps_crop=args.maps_crop,
-                **_feature_options(args))
-
-
-def cmd_features_sizes(args: argparse.Namespace) -> None:
-    from mrirobust.robustness.features import run_feature_sizes
-
-    run_feature_sizes(args.data, _methods(args.methods), windows=_ints(args.windows, "--windows"),
-                      placements=args.placements, images=args.images, seed=args.seed, value=args.value,
-                      reference=args.reference, normalize=args.normalize, maps_crop=args.maps_crop,
-                      **_feature_options(args))
-
-
-def cmd_features_annotated(args: argparse.Namespace) -> None:
-    from mrirobust.robustness.features import run_annotated
-
-    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
-    run_annotated(args.data, args.annotations, _methods(args.methods), labels=labels, min_size=args.min_size,
-                  max_size=args.max_size, **_feature_options(args))
-
-
-def _groups(path: Path | None) -> dict[str, list[Any]] | None:
-    """`--groups groups.yaml`: a mapping from group name to a list of method specs."""
-    if path is None:
-        return None
-    try:
-        groups = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError("--groups", f"cannot read {path}: {error}") from None
-    if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
-        raise ConfigError("--groups", f"{path} must map group names to lists of methods")
-    return groups
-
-
-def cmd_shift(args: argparse.Namespace) -> None:
-    from mrirobust.methods.base import parse_spec
-    from mrirobust.methods.train import TrainConfig
-    from mrirobust.robustness.shifts import run_shift
-
-    train_config = TrainConfig(epochs=args.epochs, batch_size=args.train_batch_size,
-                               max_train_slices=args.max_train_slices, seed=args.seed, device=args.device)
-    run_shift(args.kind, args.source, args.target, groups=_groups(args.groups), out=args.out, cache=args.cache,
-              train_config=train_config, tune_images=args.tune_images, mask_type=args.mask_type,
-              acceleration=args.acceleration, center_fraction=args.center_fraction, images=args.images,
-              eval_split=args.eval_split, filter_method=parse_spec(args.filter), hard_slices=args.hard_slices,
-              hard_fraction=args.hard_fraction, device=args.device, batch_size=args.batch_size)
+    cls = experiment_type(args.kind)
+    study = one_experiment_study(cls, args)
+    report = run_with_report(study, args.out, device=args.device, progress=True)
+    store = Store(Path(args.out) / "store")
+    (entry,) = [j for j in store.plan()["jobs"] if j["kind"] == args.kind]
+    summary = kind_report(args.kind)
+    rows = store.rows(entry["key"])
+    if summary is not None and rows:
+        print(summary.text(rows, store.artefacts(entry["key"])))
+    print(f"rows: {Path(args.out) / 'results.csv'}; figures: {report}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -197,9 +132,9 @@ def cmd_study(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from mrirobust.report.html import write_report
+    from mrirobust.study.runner import write_study_report
 
-    print(f"report: {write_report(args.results, args.out)}")
+    print(f"report: {write_study_report(args.results, args.out)}")
 
 
 def _add_recon_options(p: argparse.ArgumentParser) -> None:
@@ -209,6 +144,30 @@ def _add_recon_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--center-fraction", type=float, default=0.08)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--batch-size", type=int, default=4)
+
+
+def _experiment_parsers(sub: Any) -> None:
+    """`recon`, `attack`, `features KIND`, `shift KIND`: flags from each kind's spec."""
+    from mrirobust.experiments.base import experiment_type
+    from mrirobust.experiments.spec import add_arguments
+
+    groups: dict[str, Any] = {}
+    for (command, sub_command), kind in EXPERIMENT_COMMANDS.items():
+        cls = experiment_type(kind)
+        if sub_command is None:
+            p = sub.add_parser(command, help=cls.summary)
+        else:
+            if command not in groups:
+                helps = {"features": "small-feature recovery: heat maps, window sizes, pathologies",
+                         "shift": "distribution shifts over model groups (Figures 2, 4, 6, 13, 14)"}
+                groups[command] = sub.add_parser(command, help=helps[command]).add_subparsers(
+                    dest=f"{command}_command", required=True)
+            p = groups[command].add_parser(sub_command, help=cls.summary)
+        add_arguments(p, cls.spec_type, skip=("split", "eval_split"))
+        p.add_argument("--out", type=Path, default=Path(f"out/{kind}"),
+                       help="results folder (store, results.csv, report); a re-run resumes")
+        p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+        p.set_defaults(run=cmd_experiment, kind=kind)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -232,16 +191,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--oversample", action="store_true", help="fastMRI-like 2x readout oversampling")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_data_from_images)
-
-    p = sub.add_parser("recon", help="reconstruct a dataset with several methods and score them")
-    p.add_argument("data", type=Path, help="a fastMRI-layout .h5 file or folder")
-    p.add_argument("--methods", default="zero-filled,sense",
-                   help="comma-separated: NAME, NAME=CHECKPOINT, a method YAML, or package.module:attr")
-    p.add_argument("--out", type=Path, default=Path("out/recon"))
-    p.add_argument("--slices", default=None, help="e.g. middle:5 or 10:20 (default: all)")
-    p.add_argument("--limit", type=int, default=None, help="score at most this many slices")
-    _add_recon_options(p)
-    p.set_defaults(run=cmd_recon)
 
     p = sub.add_parser("train", help="train a trainable method (U-net, VarNet, plug-ins) on a data folder")
     p.add_argument("method", help="a method name or YAML config, e.g. unet-small")
@@ -272,78 +221,7 @@ def parser() -> argparse.ArgumentParser:
     _add_recon_options(p)
     p.set_defaults(run=cmd_tune)
 
-    p = sub.add_parser("attack", help="adversarial k-space perturbations: transfer matrix, Figures 3, 9, 10")
-    p.add_argument("data", type=Path, help="a fastMRI-layout .h5 file or folder (its first --images slices)")
-    p.add_argument("--methods", default="zero-filled,sense",
-                   help="methods to attack; every perturbation is applied to each of them")
-    p.add_argument("--evaluate-only", default="", help="methods evaluated under the attacks but not attacked")
-    p.add_argument("--eps", default="0,0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08",
-                   help="budgets ||z|| / ||reference||, comma-separated")
-    p.add_argument("--images", type=int, default=10)
-    p.add_argument("--norm", default="measured", choices=("measured", "full"),
-                   help="budget relative to the measured k-space y (paper) or the full k-space (authors' code)")
-    p.add_argument("--attack-setting", action="append", default=[],
-                   help="KEY=VALUE passed to the attack (repeatable), e.g. steps=50")
-    p.add_argument("--out", type=Path, default=Path("out/attack"), help="results folder; a re-run resumes")
-    p.add_argument("--seed", type=int, default=0)
-    _add_recon_options(p)
-    p.set_defaults(run=cmd_attack)
-
-    features = sub.add_parser("features", help="small-feature recovery: heat maps, window sizes, pathologies"
-                              ).add_subparsers(dest="features_command", required=True)
-    for name, run, help_text in (
-        ("heatmap", cmd_features_heatmap, "MSE of a k x k feature at every location on a grid (Figures 7, 16)"),
-        ("sizes", cmd_features_sizes, "random placements of windows 2..5 over many images (Figure 17)"),
-        ("annotated", cmd_features_annotated, "MSE inside annotated pathology boxes vs SSIM (Figures 8, 18)"),
-    ):
-        p = features.add_parser(name, help=help_text)
-        p.add_argument("data", type=Path, help="a fastMRI-layout .h5 file or folder")
-        if name == "annotated":
-            p.add_argument("annotations", type=Path, help="fastMRI+ or Caliva et al. CSV")
-            p.add_argument("--labels", default=None, help="comma-separated label filters (substring, any case)")
-            p.add_argument("--min-size", type=int, default=1, help="smallest box side in pixels")
-            p.add_argument("--max-size", type=int, default=None, help="largest box side in pixels")
-        else:
-            p.add_argument("--images", type=int, default=1 if name == "heatmap" else 200)
-            p.add_argument("--value", type=float, default=None, help="feature value (default: the image maximum)")
-            p.add_argument("--reference", default="rss", choices=("rss", "added"),
-                           help="rss: RSS of the coil images with the feature; added: target + value in the window")
-            p.add_argument("--normalize", default="none" if name == "heatmap" else "value", choices=("none", "value"))
-            p.add_argument("--maps-crop", type=float, default=0.0,
-                           help="ESPIRiT crop for the maps the feature goes through (0 keeps the background)")
-        if name == "heatmap":
-            p.add_argument("--stride", type=int, default=4)
-            p.add_argument("--window", type=int, default=3)
-        if name == "sizes":
-            p.add_argument("--windows", default="2,3,4,5")
-            p.add_argument("--placements", type=int, default=100)
-            p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--methods", default="zero-filled,sense")
-        p.add_argument("--out", type=Path, default=Path(f"out/features-{name}"))
-        _add_recon_options(p)
-        p.set_defaults(run=run)
-
-    p = sub.add_parser("shift", help="distribution shifts over model groups (Figures 2, 4, 6, 13, 14)")
-    p.add_argument("kind", choices=("dataset", "anatomy", "hard"))
-    p.add_argument("source", help="source folder with train/ val/ (test/); PATH@ACQ1,ACQ2 filters acquisitions")
-    p.add_argument("target", nargs="?", default=None,
-                   help="shifted folder (dataset/anatomy); PATH@ACQ filters, mridata:PATH for Stanford knees")
-    p.add_argument("--groups", type=Path, default=None,
-                   help="YAML: group name -> list of methods (default: the demo-sized groups)")
-    p.add_argument("--out", type=Path, default=Path("out/shift"))
-    p.add_argument("--cache", type=Path, default=None, help="trained/tuned artefacts (default OUT/cache)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-batch-size", type=int, default=1)
-    p.add_argument("--max-train-slices", type=int, default=None)
-    p.add_argument("--tune-images", type=int, default=4)
-    p.add_argument("--images", type=int, default=None, help="evaluate at most this many slices per domain")
-    p.add_argument("--eval-split", default="test")
-    p.add_argument("--filter", default="sense", help="the hard set's filter method (not one of the groups)")
-    p.add_argument("--hard-slices", default="middle:5")
-    p.add_argument("--hard-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    _add_recon_options(p)
-    p.set_defaults(run=cmd_shift)
+    _experiment_parsers(sub)
 
     p = sub.add_parser("study", help="the whole study from a YAML config: train, tune, attack, shift, features, "
                                      "report (resumable; docs/study.md)")

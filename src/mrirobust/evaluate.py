@@ -1,31 +1,33 @@
-"""Reconstruct a set of slices with several methods and score them the fastMRI way.
+"""Reconstruct slices with several methods and score them the fastMRI way.
 
-Data flow: Samples (fully sampled, or already masked test slices) -> a mask drawn per file with
-fastMRI's seeding -> batched `reconstruct` per method -> centre crop to the target -> per-slice
-metrics rows that record what produced them -> per-method summaries with bootstrap CIs.
+Data flow: Samples (fully sampled, or already masked test slices) -> a `Batch` on the device (a
+mask drawn per file with fastMRI's seeding, targets, SSIM data ranges) -> batched `reconstruct`
+per method -> centre crop to the target -> per-slice rows that record what produced them (columns
+named by `mrirobust.schema`) -> per-method summaries with bootstrap CIs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 import mrirobust
+from mrirobust import schema
 from mrirobust.data.sample import Sample, draw_mask
+from mrirobust.errors import DataError
 from mrirobust.hashing import digest
-from mrirobust.methods.base import Reconstructor, checked_reconstruct
+from mrirobust.methods.base import checked_reconstruct
 from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, bootstrap_ci, score
 from mrirobust.physics.fft import center_crop
 from mrirobust.physics.masks import MaskSpec, stack_masks
 
-METRICS = ("ssim", "psnr", "nmse", "mse")
 
-
-def config_hash(method: Reconstructor) -> str:
+def config_hash(method: Any) -> str:
     """A short, stable hash of a method's config, recorded with every result row."""
     return digest({"name": method.name, **method.config()})
 
@@ -47,6 +49,68 @@ def batches(samples: Iterable[Sample], batch_size: int) -> Iterator[list[Sample]
 
 
 @dataclass
+class Batch:
+    """Same-shaped slices on the device: full (or file-masked) k-space, masks, targets, data ranges."""
+
+    samples: list[Sample]
+    masks: torch.Tensor
+    mask_seeds: list[str]  # "from-file" for a file's own mask, else the file name that seeded it
+    full: torch.Tensor
+    targets: torch.Tensor
+    max_values: torch.Tensor
+    ssim_variant: str
+
+    @classmethod
+    def load(cls, samples: Sequence[Sample], spec: MaskSpec, device: str | torch.device) -> Batch:
+        for s in samples:
+            if s.target is None:
+                raise DataError(s.meta.file, f"slice {s.meta.slice} has no reconstruction_rss target to score "
+                                             "against")
+        drawn = [draw_mask(s, spec) for s in samples]
+        volume_max = all(s.meta.max_value is not None for s in samples)
+        return cls(
+            samples=list(samples),
+            masks=stack_masks([m for m, _ in drawn]).to(device),
+            mask_seeds=["from-file" if seed is None else Path(s.meta.file).name
+                        for s, (_, seed) in zip(samples, drawn)],
+            full=torch.stack([s.kspace for s in samples]).to(device),
+            targets=torch.stack([s.target for s in samples]).to(device),
+            max_values=torch.tensor([s.meta.max_value or 0.0 for s in samples], device=device),
+            ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX,
+        )
+
+    @property
+    def measured(self) -> torch.Tensor:
+        return self.full * self.masks
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.targets.shape[-2:])
+
+    def reconstruct(self, method: Any, kspace: torch.Tensor | None = None) -> torch.Tensor:
+        """The method's image of `kspace` (default: the measured k-space), centre-cropped to the target."""
+        kspace = self.measured if kspace is None else kspace
+        with torch.no_grad():
+            image = checked_reconstruct(method, kspace, self.masks, target_shape=self.shape)
+        return center_crop(image, self.shape)
+
+    def scores(self, image: torch.Tensor) -> list[dict[str, float]]:
+        """Per slice, the named metrics of `image` (B, h, w) against the targets."""
+        values = {name: value.tolist() for name, value in
+                  score(self.targets, image, self.max_values, ssim_variant=self.ssim_variant).items()}
+        return [{name: column[i] for name, column in values.items()} for i in range(len(self.samples))]
+
+    def provenance(self, i: int, spec: MaskSpec) -> dict[str, Any]:
+        """The columns naming slice `i` and its mask."""
+        sample = self.samples[i]
+        from_file = self.mask_seeds[i] == "from-file"
+        return {schema.FILE: sample.meta.file, schema.SLICE: sample.meta.slice,
+                "acquisition": sample.meta.acquisition, "anatomy": sample.meta.anatomy,
+                schema.MASK: "from-file" if from_file else spec.describe(),
+                schema.MASK_SEED: "" if from_file else self.mask_seeds[i]}
+
+
+@dataclass
 class ReconResult:
     """Per-slice rows, and the reconstructions of the first slice for an example figure."""
 
@@ -54,9 +118,13 @@ class ReconResult:
     example: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _labelled(methods: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+    return dict(methods) if isinstance(methods, Mapping) else {m.name: m for m in methods}
+
+
 def evaluate(
     samples: Iterable[Sample],
-    methods: Sequence[Reconstructor],
+    methods: Mapping[str, Any] | Sequence[Any],
     spec: MaskSpec,
     *,
     device: str | torch.device = "cpu",
@@ -64,108 +132,42 @@ def evaluate(
     total: int | None = None,
     progress: bool = True,
 ) -> ReconResult:
-    """Reconstruct every sample with every method and score it against its target."""
+    """Reconstruct every sample with every method (label -> method, or methods labelled by name)
+    and score it against its target."""
+    methods = _labelled(methods)
     result = ReconResult()
-    hashes = {m.name: config_hash(m) for m in methods}
     bar = tqdm(total=total, desc="reconstruct", unit="slice", disable=not progress)
-    with torch.no_grad():
-        for batch in batches(samples, batch_size):
-            _score_batch(batch, methods, spec, device, hashes, result)
-            bar.update(len(batch))
+    for group in batches(samples, batch_size):
+        score_batch(Batch.load(group, spec, device), methods, spec, result)
+        bar.update(len(group))
     bar.close()
     return result
 
 
-def _score_batch(batch: list[Sample], methods: Sequence[Reconstructor], spec: MaskSpec,
-                 device: str | torch.device, hashes: dict[str, str], result: ReconResult) -> None:
+def score_batch(batch: Batch, methods: Mapping[str, Any], spec: MaskSpec, result: ReconResult) -> None:
     """Reconstruct one batch with every method and append its rows (and example) to `result`."""
-    drawn = [draw_mask(s, spec) for s in batch]
-    masks = stack_masks([m for m, _ in drawn]).to(device)
-    kspace = torch.stack([s.kspace for s in batch]).to(device)
-    masked = kspace * masks
-    targets = torch.stack([_target(s) for s in batch]).to(device)
-    volume_max = all(s.meta.max_value is not None for s in batch)
-    max_values = torch.tensor([s.meta.max_value or 0.0 for s in batch], device=device)
-    for method in methods:
-        image = checked_reconstruct(method, masked, masks, target_shape=tuple(targets.shape[-2:]))
-        image = center_crop(image, tuple(targets.shape[-2:]))
-        scores = score(targets, image, max_values, ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX)
+    for label, method in methods.items():
+        image = batch.reconstruct(method)
         if not result.example:
-            result.example["target"] = targets[0].cpu()
-        if method.name not in result.example:
-            result.example[method.name] = image[0].detach().cpu()
-        for i, sample in enumerate(batch):
-            row = {
-                "method": method.name,
-                "config_hash": hashes[method.name],
-                "file": sample.meta.file,
-                "slice": sample.meta.slice,
-                "acquisition": sample.meta.acquisition,
-                "anatomy": sample.meta.anatomy,
-                "mask": spec.describe() if drawn[i][1] is not None else "from-file",
-                "mask_seed": "" if drawn[i][1] is None else Path(sample.meta.file).name,
-                "mrirobust_version": mrirobust.__version__,
-            }
-            row.update({name: float(value[i]) for name, value in scores.items()})
-            result.rows.append(row)
+            result.example["target"] = batch.targets[0].cpu()
+        result.example.setdefault(label, image[0].detach().cpu())
+        hashed = config_hash(method)
+        for i, scores in enumerate(batch.scores(image)):
+            result.rows.append({schema.METHOD: label, schema.CONFIG_HASH: hashed, **batch.provenance(i, spec),
+                                schema.VERSION: mrirobust.__version__, **scores})
 
 
 def summarise(rows: Sequence[dict], *, confidence: float = 0.95, seed: int = 0) -> list[dict]:
-    """Per method: mean and bootstrap CI of every metric column."""
-    metric_keys = [k for k in rows[0] if k.split("[")[0] in METRICS] if rows else []
+    """Per method: the slice count and the mean and bootstrap CI of every metric column (a single
+    slice has no CI: its bounds are NaN)."""
+    metric_keys = schema.metric_columns(list(rows[0])) if rows else []
     summary = []
-    for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
-        entry: dict = {"method": name, "slices": len(mine)}
+    for name in dict.fromkeys(r[schema.METHOD] for r in rows):
+        mine = [r for r in rows if r[schema.METHOD] == name]
+        entry: dict = {schema.METHOD: name, "slices": len(mine)}
         for key in metric_keys:
-            mean, low, high = bootstrap_ci([r[key] for r in mine], confidence=confidence, seed=seed)
-            entry[key] = (mean, low, high)
+            values = [r[key] for r in mine]
+            entry[key] = bootstrap_ci(values, confidence=confidence, seed=seed) if len(values) > 1 else (
+                float(values[0]), float("nan"), float("nan"))
         summary.append(entry)
     return summary
-
-
-def _target(sample: Sample) -> torch.Tensor:
-    if sample.target is None:
-        raise ValueError(f"{sample.meta.file} slice {sample.meta.slice} has no target to score against")
-    return sample.target
-
-
-def run_recon(
-    data: str | Path,
-    method_names: Sequence[str | dict],
-    *,
-    out: str | Path,
-    mask_type: str = "random",
-    acceleration: int = 4,
-    center_fraction: float = 0.08,
-    slices: str | None = None,
-    device: str = "cpu",
-    batch_size: int = 4,
-    limit: int | None = None,
-    progress: bool = True,
-) -> list[dict]:
-    """`mrirobust recon`: score methods on a data folder; write CSV, summary and an example figure."""
-    from mrirobust.data.dataset import SliceDataset
-    from mrirobust.methods.base import build, parse_spec
-    from mrirobust.report.figures import example_grid
-    from mrirobust.results import format_summary, write_csv
-
-    methods = [build(parse_spec(m) if isinstance(m, str) else m) for m in method_names]
-    spec = MaskSpec(mask_type, (center_fraction,), (acceleration,))
-    dataset = SliceDataset(data, slices=slices)
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    samples = (dataset[i] for i in range(count))
-    result = evaluate(samples, methods, spec, device=device, batch_size=batch_size, total=count,
-                      progress=progress)
-    out = Path(out)
-    summary = summarise(result.rows)
-    write_csv(result.rows, out / "slices.csv")
-    write_csv([{"method": s["method"], "slices": s["slices"],
-                **{f"{k}_{part}": v[j] for k, v in s.items() if isinstance(v, tuple)
-                   for j, part in enumerate(("mean", "ci_low", "ci_high"))}} for s in summary],
-              out / "summary.csv")
-    example_grid(result.example, out / "example.png",
-                 title=f"{Path(data).name}: {spec.describe()}")
-    print(format_summary(summary))
-    print(f"wrote {out / 'slices.csv'}, {out / 'summary.csv'} and {out / 'example.png'}")
-    return result.rows

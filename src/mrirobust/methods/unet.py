@@ -111,7 +111,7 @@ def read_state_dict(source: str | Path | Mapping[str, Any], prefix: str) -> dict
 
     Accepts a plain `state_dict` (fastMRI's published `*_state_dict.pt` files, `torch.save(model
     .state_dict())`), a dict holding one under "state_dict" (PyTorch Lightning checkpoints and
-    `methods.train`'s), and in either keys with the Lightning module's attribute prefix
+    `workflows.train`'s), and in either keys with the Lightning module's attribute prefix
     (`varnet.`, `unet.`), which is stripped; other keys of such a checkpoint (e.g. the SSIM loss's
     `loss.w`) are ignored. Files are read with `weights_only=True`, which never runs pickled code.
     """

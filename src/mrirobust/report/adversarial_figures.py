@@ -1,23 +1,37 @@
 """Figures of the adversarial experiment (paper Figures 3, 9, 10) from its result rows.
 
-Rows are dicts as `robustness.adversarial` writes them: `attacked` (a method or "random"),
-`evaluated`, `eps`, `status` and a loss column such as "ssim[volume-max]_loss" (clean - perturbed).
+Rows are dicts as `experiments.attack` writes them: `attacked` (a method or "random"),
+`evaluated`, `eps`, `status` and a loss column such as "ssim[fastmri,volume-max]_loss" (clean - perturbed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.lines import Line2D
 
+from mrirobust import schema
 from mrirobust.metrics import bootstrap_ci
 from mrirobust.report.figures import plt, save_figure
+from mrirobust.report.registry import KindReport, Table, register
+from mrirobust.report.tables import ok_rows, pivot
 
 RANDOM = "random"  # the `attacked` label of the random-perturbation control
 L1_BASES = {"l1": "wavelet", "l1-fourier": "Fourier", "l1-dct": "DCT"}
+CAPTIONS = {
+    "figure3": "Figure 3: loss in SSIM (clean - perturbed) vs relative perturbation size eps, one panel per attacked "
+               "method, every method evaluated on the perturbations; dashed: a random perturbation of the same "
+               "norm; bands: 95% bootstrap CI over images.",
+    "figure9": "Figure 9: each method under its own attack at the largest eps. First column: the ground truth; per "
+               "attacked method: its clean reconstruction, the ground truth seen through the perturbation "
+               "(perturbed ground truth) and its reconstruction from the perturbed measurement.",
+    "figure10": "Figure 10: l1 with wavelet, Fourier and DCT sparsifying bases, each under its own attack: loss in "
+                "SSIM vs eps; dashed: a random perturbation of the same norm; bands: 95% bootstrap CI over images.",
+}
 
 
 def loss_curve(rows: Sequence[dict], attacked: str, evaluated: str, loss_key: str,
@@ -124,3 +138,72 @@ def examples_figure(examples: Mapping[str, Mapping[str, torch.Tensor]], path: st
         ax.axis("off")
     fig.suptitle(f"each method under its own attack, eps = {eps:g}")
     return save_figure(fig, path)
+
+
+def transfer_matrix(rows: Sequence[dict], *, loss_key: str, eps: float | None = None
+                    ) -> tuple[list[str], list[str], np.ndarray]:
+    """Mean loss at `eps` (default: the largest) per (attacked, evaluated): row and column labels, matrix."""
+    eps = max(r["eps"] for r in rows) if eps is None else eps
+    chosen = [r for r in rows if r["eps"] == eps and r["status"] == "ok"]
+    attackers = list(dict.fromkeys(r["attacked"] for r in rows))
+    victims = list(dict.fromkeys(r["evaluated"] for r in rows))
+    matrix = np.full((len(attackers), len(victims)), np.nan)
+    for i, a in enumerate(attackers):
+        for j, v in enumerate(victims):
+            values = [r[loss_key] for r in chosen if r["attacked"] == a and r["evaluated"] == v]
+            matrix[i, j] = np.mean(values) if values else np.nan
+    return attackers, victims, matrix
+
+
+def format_transfer(rows: Sequence[dict], *, loss_key: str) -> str:
+    """The transfer matrix at the largest eps as text, and whether each method is hurt most by its own attack."""
+    eps = max(r["eps"] for r in rows)
+    attackers, victims, matrix = transfer_matrix(rows, loss_key=loss_key, eps=eps)
+    width = max(len(n) for n in attackers + victims + ["attacked \\ evaluated"]) + 2
+    lines = [f"mean {loss_key} at eps={eps:g} (rows: attacked, columns: evaluated; nan: failed)",
+             "attacked \\ evaluated".ljust(width) + "".join(v.rjust(width) for v in victims)]
+    lines += [a.ljust(width) + "".join(f"{x:.4f}".rjust(width) for x in matrix[i]) for i, a in enumerate(attackers)]
+    verdicts = []
+    for j, victim in enumerate(victims):
+        if victim not in attackers:
+            continue
+        column = matrix[:, j]
+        if np.isnan(column).all():
+            verdicts.append(f"{victim}: no results")
+            continue
+        worst = attackers[int(np.nanargmax(column))]
+        verdicts.append(f"{victim}: {'yes' if worst == victim else f'no (worst: {worst})'}")
+    if verdicts:
+        lines.append("hurt most by its own attack? " + "; ".join(verdicts))
+    return "\n".join(lines)
+
+
+def _loss_key(rows: Sequence[Mapping[str, Any]]) -> str:
+    return schema.loss_column(schema.ssim_column(ok_rows(rows) or rows))
+
+
+def figures(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any], folder: Path, prefix: str) -> list[Path]:
+    loss_key = _loss_key(rows)
+    drawn = [loss_figure(rows, folder / f"{prefix}figure3.png", loss_key=loss_key)]
+    if artefacts.get("examples"):
+        drawn.append(examples_figure(artefacts["examples"], folder / f"{prefix}figure9.png", eps=artefacts["eps"]))
+    basis = basis_figure(rows, folder / f"{prefix}figure10.png", loss_key=loss_key)
+    return drawn + ([basis] if basis else [])
+
+
+def tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    loss = _loss_key(rows)
+    ok = ok_rows(rows)
+    failed = len(rows) - len(ok)
+    header, body = pivot(ok, ["attacked", "eps"], "evaluated", loss)
+    return [(f"Transfer matrix: mean {loss} (rows: attacked method and eps, columns: evaluated method)"
+             + (f"; {failed} failed rows left out" if failed else ""), header, body)]
+
+
+def text(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any]) -> str:
+    failed = sum(r["status"] != "ok" for r in rows)
+    note = f"\n{failed} of {len(rows)} rows failed; their `reason` column says why" if failed else ""
+    return format_transfer(ok_rows(rows) or rows, loss_key=_loss_key(rows)) + note
+
+
+register(["attack"], KindReport(figures, tables, text, CAPTIONS))

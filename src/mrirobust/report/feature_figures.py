@@ -1,6 +1,6 @@
 """Figures of the small-feature experiments (paper Figures 7, 8, 16, 17, 18) from result rows.
 
-Rows are dicts as `robustness.features` writes them: heat-map/size rows carry `image`, `method`,
+Rows are dicts as `experiments.features` writes them: heat-map/size rows carry `image`, `method`,
 `window`, `top`, `left`, `loss`; annotated rows carry `method`, `box_mse`, `ssim`.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,21 @@ from matplotlib.patches import Rectangle
 
 from mrirobust.metrics import linear_fit
 from mrirobust.report.figures import plt, save_figure
+from mrirobust.report.registry import KindReport, Table, register
+from mrirobust.report.tables import means, ok_rows
+
+CAPTIONS = {
+    "figure7": "Figure 7: the ground truth and, per method, a heat map of the MSE inside a k x k feature (filled with "
+               "the image's maximum) placed at each grid position, normalised to [0, 1] per method; each cell is "
+               "centred on its window's centre. (Figure 16 when the methods are ConvDecoder optimiser variants.)",
+    "figure17": "Figure 17: mean information loss of an inserted feature per method and feature size (k x k window "
+                "at random placements); error bars: standard error of the mean over placements and images.",
+    "figure8": "Figure 8: MSE inside each annotated pathology box vs the SSIM of its slice; faint points: every box, "
+               "large points: each method's mean; dashed: linear fit over the method means with its 95% band "
+               "(three methods or more).",
+    "figure18": "Figure 18: crops around annotated boxes (outlined in yellow): the ground truth and every method's "
+                "reconstruction on the ground truth's grey scale, one row per box.",
+}
 
 
 def heatmap(rows: Sequence[dict], image: int, method: str) -> tuple[np.ndarray, list[int], list[int]]:
@@ -124,5 +140,50 @@ def crops_figure(examples: Mapping[tuple, Mapping], path: str | Path, *, margin:
             ax.set_title("ground truth" if name == "target" else name, fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[row, 0].set_ylabel(f"{Path(key[0]).stem} s{key[1]}", fontsize=7)
+        file, slice_number = str(key).split("|")[:2] if isinstance(key, str) else key[:2]
+        axes[row, 0].set_ylabel(f"{Path(file).stem} s{slice_number}", fontsize=7)
     return save_figure(fig, path)
+
+
+def _heatmap_figures(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any], folder: Path,
+                     prefix: str) -> list[Path]:
+    settings = artefacts["settings"]
+    return [heatmap_figure(rows, target, int(i), folder / f"{prefix}figure7-image{i}.png", window=settings["window"],
+                           stride=settings["stride"]) for i, target in sorted(artefacts["targets"].items())]
+
+
+def _sizes_figures(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any], folder: Path,
+                   prefix: str) -> list[Path]:
+    return [sizes_figure(rows, folder / f"{prefix}figure17.png")]
+
+
+def _annotated_figures(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any], folder: Path,
+                       prefix: str) -> list[Path]:
+    drawn = [box_error_figure(rows, folder / f"{prefix}figure8.png")]
+    if artefacts.get("crops"):
+        drawn.append(crops_figure(artefacts["crops"], folder / f"{prefix}figure18.png"))
+    return drawn
+
+
+def _placed_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    return [("Mean feature loss per method and window", *means(ok_rows(rows), ["method", "window"], ["loss", "mse"]))]
+
+
+def _annotated_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    return [("Mean per method over boxes", *means(ok_rows(rows), ["method"], ["box_mse", "ssim"]))]
+
+
+def _text(tables: Any) -> Any:
+    from mrirobust.report.tables import format_table
+
+    def text(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any]) -> str:
+        skipped = artefacts.get("skipped") or []
+        note = (f"\n{len(skipped)} annotated box(es) skipped:\n  " + "\n  ".join(skipped)) if skipped else ""
+        return "\n".join(f"{title}\n{format_table(header, body)}" for title, header, body in tables(rows)) + note
+
+    return text
+
+
+register(["heatmap"], KindReport(_heatmap_figures, _placed_tables, _text(_placed_tables), CAPTIONS))
+register(["feature_sizes"], KindReport(_sizes_figures, _placed_tables, _text(_placed_tables), CAPTIONS))
+register(["annotated"], KindReport(_annotated_figures, _annotated_tables, _text(_annotated_tables), CAPTIONS))

@@ -11,12 +11,42 @@ from typing import Any
 import numpy as np
 import torch
 
+from mrirobust import schema
 from mrirobust.metrics import LinearFit
 from mrirobust.report.figures import plt, save_figure
+from mrirobust.report.registry import KindReport, Table, register
+from mrirobust.report.tables import pivot
+from mrirobust.robustness.shift_analysis import fit_summary, format_fit, model_table
 
 # One marker and colour per group, in order of appearance.
 _STYLES = [("o", "tab:blue"), ("s", "tab:orange"), ("^", "tab:green"), ("D", "tab:red"), ("v", "tab:purple"),
            ("P", "tab:brown"), ("X", "tab:pink"), ("*", "tab:gray")]
+
+CAPTIONS = {
+    "figure2": "Figure 2: dataset shift: mean SSIM per model on the target dataset (y) vs on the source dataset it "
+               "was trained/tuned on (x); bars: 95% CIs over slices; dotted: y = x; red: linear fit across models "
+               "with its 95% band.",
+    "figure4": "Figure 4: anatomy shift, one panel per test anatomy: mean SSIM per model trained on the other "
+               "anatomy (y) vs trained on the test anatomy itself (x); bars: 95% CIs; dotted: y = x; red: linear "
+               "fit across models with its 95% band.",
+    "figure13": "Figure 13: anatomy shift, one panel per training anatomy: each model's mean SSIM on the other "
+                "anatomy (y) vs on its training anatomy (x); bars: 95% CIs; dotted: y = x; red: linear fit across "
+                "models with its 95% band.",
+    "figure6": "Figure 6: adversarially-filtered shift: mean SSIM per model on the hard set (the slices with the "
+               "lowest SSIM under a filter method that is not evaluated) vs on the normal set; bars: 95% CIs; "
+               "dotted: y = x; red: linear fit across models with its 95% band.",
+    "figure14": "Figure 14: frequency content of the hard set. Left: low-frequency proportion (energy in the "
+                "sampled centre / total energy) vs the filter method's SSIM, hard vs normal slices. Right: mean "
+                "energy density along the phase-encode direction per set (log scale), the sampled centre shaded.",
+    "examples": "Example reconstructions of the first slice, one row per direction (trained on -> evaluated on): "
+                "the target and every model's reconstruction on the target's grey scale.",
+}
+_TITLES = {
+    "figure2": "Dataset shift: out- vs in-distribution SSIM per model",
+    "figure4": "Anatomy shift: each test set, trained on the other anatomy vs the same",
+    "figure13": "Anatomy shift: each model on its training anatomy vs the other",
+    "figure6": "Adversarially-filtered shift: hard vs normal set",
+}
 
 # (x label, y label, per-model table rows with x/x_low/x_high/y/..., fit as a dict or None)
 Panel = tuple[str, str, Sequence[Mapping[str, Any]], Mapping[str, Any] | None]
@@ -106,3 +136,79 @@ def frequency_figure(rows: Sequence[Mapping[str, Any]], profiles: Mapping[str, n
     right.legend()
     fig.suptitle("Hard images carry less energy in the sampled centre")
     return save_figure(fig, path)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def panels(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, dict, dict]]:
+    """(name, x label, y label, x role, y role) of each scatter panel the rows of a shift call for."""
+    kind = rows[0]["shift"]
+    domains = list(dict.fromkeys(r["trained_on"] for r in rows))
+    if kind == "hard_shift":
+        return [("figure6", "SSIM on the normal set", "SSIM on the hard set", {"role": "normal"}, {"role": "hard"})]
+    if kind == "dataset_shift":
+        source = domains[0]
+        target = next(r["evaluated_on"] for r in rows if r["evaluated_on"] != source)
+        return [("figure2", f"SSIM on {source}", f"SSIM on {target}", {"role": "in"}, {"role": "out"})]
+    a, b = domains[0], next(r["evaluated_on"] for r in rows if r["evaluated_on"] != domains[0])
+    found = []
+    for one, other in ((a, b), (b, a)):  # Figure 4: the same test set
+        found.append((f"figure4-test-{_safe(other)}", f"trained on {other}, SSIM on {other}",
+                      f"trained on {one}, SSIM on {other}", {"trained_on": other, "evaluated_on": other},
+                      {"trained_on": one, "evaluated_on": other}))
+    for one, other in ((a, b), (b, a)):  # Figure 13: the same model, two test sets
+        found.append((f"figure13-train-{_safe(one)}", f"trained on {one}, SSIM on {one}",
+                      f"trained on {one}, SSIM on {other}", {"trained_on": one, "evaluated_on": one},
+                      {"trained_on": one, "evaluated_on": other}))
+    return found
+
+
+def fits(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, list[dict], dict]]:
+    """(panel, x label, y label, per-model table, fit summary) of every panel."""
+    found = []
+    for name, xlabel, ylabel, x_role, y_role in panels(rows):
+        table = model_table(rows, x_role, y_role)
+        found.append((name, xlabel, ylabel, table, fit_summary(table)))
+    return found
+
+
+def figures(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any], folder: Path, prefix: str) -> list[Path]:
+    by_figure: dict[str, list] = {}
+    for name, xlabel, ylabel, table, summary in fits(rows):
+        by_figure.setdefault(name.split("-")[0], []).append((xlabel, ylabel, table, summary["fit"]))
+    drawn = [scatter_figure(figure_panels, folder / f"{prefix}{figure}.png", title=_TITLES[figure])
+             for figure, figure_panels in by_figure.items()]
+    if artefacts.get("examples"):
+        drawn.append(examples_figure(artefacts["examples"], folder / f"{prefix}examples.png",
+                                     title=f"{rows[0]['shift']}, {artefacts.get('mask', '')}"))
+    if artefacts.get("frequency"):
+        profiles = {k: np.asarray(v) for k, v in artefacts["profiles"].items()}
+        drawn.append(frequency_figure(artefacts["frequency"], profiles, folder / f"{prefix}figure14.png",
+                                      centre_fraction=artefacts["centre_fraction"]))
+    return drawn
+
+
+def tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    ssim = schema.ssim_column(rows)
+    labelled = [{**r, "evaluation": f"{r['trained_on']} -> {r['evaluated_on']} ({r['role']})"} for r in rows]
+    found = [(f"Mean {ssim} per model (columns: trained on -> evaluated on (role))",
+              *pivot(labelled, ["group", "model"], "evaluation", ssim))]
+    for name, xlabel, ylabel, _, summary in fits(rows):
+        fit = summary["fit"]
+        body = [["fit", *(f"{fit[k]:.4f}" for k in ("slope", "intercept")), f"{fit['r_squared']:.3f}", fit["n"]]] \
+            if fit else [["fit", "-", "-", "-", summary.get("fit_note", "")]]
+        body += [[f"drop {g}", f"{d:+.4f}", "", "", ""] for g, d in summary["drop_per_group"].items()]
+        found.append((f"{name}: y = {ylabel} against x = {xlabel}", ["", "slope", "intercept", "R^2", "n"], body))
+    hard = sorted({(r["file"], r["slice"]) for r in rows if r["role"] == "hard"})
+    if hard:
+        found.append((f"The hard set: {len(hard)} slices", ["file", "slice"], [list(h) for h in hard]))
+    return found
+
+
+def text(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any]) -> str:
+    return "\n".join(format_fit(name, summary) for name, _, _, _, summary in fits(rows))
+
+
+register(["dataset_shift", "anatomy_shift", "hard_shift"], KindReport(figures, tables, text, CAPTIONS))

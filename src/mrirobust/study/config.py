@@ -1,58 +1,35 @@
 """A study config (YAML): data sources, methods and experiments, validated before any work starts.
 
 Every problem is reported as a `ConfigError` naming the field's path (`experiments.attack.eps`),
-so a typo costs seconds, not the hours of training that would run before it was noticed.
-See docs/study.md for the format.
+so a typo costs seconds, not the hours of training that would run before it was noticed. An
+experiment entry is its kind's spec (`mrirobust.experiments`): the spec's fields are the keys, so
+the format follows the code without a second list. See docs/study.md for the format.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mrirobust.data.domains import FORMATS, Domain
 from mrirobust.errors import ConfigError, DataError
-from mrirobust.evaluate import run_recon
+from mrirobust.experiments.base import DataSource, experiment_type
+from mrirobust.experiments.spec import parse, parse_mask, yaml_where
 from mrirobust.methods.base import build
-from mrirobust.methods.train import TrainConfig
-from mrirobust.physics.masks import MASK_KINDS, MaskSpec
-from mrirobust.robustness.adversarial import check_eps, run_attack_experiment
-from mrirobust.robustness.features import run_annotated, run_feature_sizes, run_heatmap
-from mrirobust.robustness.shifts import KINDS as SHIFT_KINDS
-from mrirobust.robustness.shifts import FORMATS, run_shift
+from mrirobust.physics.masks import MaskSpec
 from mrirobust.study import EXECUTORS
+from mrirobust.workflows.train import TrainConfig
 
-# Experiment kinds and the function that runs each.
-RUNNERS: dict[str, Callable[..., Any]] = {
-    "recon": run_recon, "attack": run_attack_experiment, "heatmap": run_heatmap,
-    "feature_sizes": run_feature_sizes, "annotated": run_annotated, "shift": run_shift,
-}
-# Arguments the runner fills in from the study (data, methods, mask, where, on what device).
-_FILLED = {"data", "method_names", "methods", "evaluate_only", "annotations_csv", "kind", "source", "target",
-           "groups", "out", "cache", "train_config", "mask_type", "acceleration", "center_fraction", "device",
-           "progress"}
-# Keys of an experiment entry besides the run function's own settings, per kind.
-_ENTRY_KEYS = {"kind", "data", "methods", "split", "mask"}
-_KIND_KEYS = {"attack": _ENTRY_KEYS | {"evaluate_only"}, "annotated": _ENTRY_KEYS | {"annotations"},
-              "shift": {"kind", "shift", "source", "target", "groups", "train", "mask"}}
-_COUNTS = {"images", "stride", "window", "placements", "batch_size", "tune_images", "min_size", "limit"}
 _TOP_KEYS = {"name", "description", "device", "mask", "data", "methods", "experiments", "executor"}
-_TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"device", "progress", "mask_type", "acceleration",
-                                                      "center_fraction"}
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """A data folder (with train/val/test splits where present), its format, filters and mask."""
-
-    root: Path
-    mask: MaskSpec
-    format: str = "fastmri"
-    acquisitions: tuple[str, ...] | None = None
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "progress", "mask_type", "acceleration",
+                                                                  "center_fraction"}
+DEFAULT_MASK = MaskSpec("random", (0.08,), (4,))
+SHIFT_KINDS = ("dataset_shift", "anatomy_shift", "hard_shift")
 
 
 @dataclass(frozen=True)
@@ -66,13 +43,12 @@ class MethodEntry:
 
 
 @dataclass(frozen=True)
-class Experiment:
-    """One experiment: its kind, data, methods and the run function's own settings."""
+class ExperimentEntry:
+    """One experiment of a study: its name, kind and validated spec."""
 
     name: str
     kind: str
-    entry: dict[str, Any]  # the validated entry as written
-    settings: dict[str, Any]  # keyword arguments for the run function
+    spec: Any
 
 
 @dataclass(frozen=True)
@@ -86,18 +62,24 @@ class Study:
     executor: dict[str, Any]
     data: dict[str, DataSource]
     methods: dict[str, MethodEntry]
-    experiments: dict[str, Experiment]
+    experiments: dict[str, ExperimentEntry]
 
 
 def load_study(path: str | Path) -> Study:
     """Read and validate a study file; relative paths in it are relative to the file's folder."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise DataError(path, f"cannot read the study config: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not a text file (not UTF-8)") from None
     except yaml.YAMLError as error:
-        raise DataError(path, f"not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise DataError(path, f"not valid YAML{where}: {getattr(error, 'problem', None) or 'syntax error'}") from None
+    if raw is None:
+        raise DataError(path, "the study config is empty")
     return validate(raw, base=path.parent, path=path)
 
 
@@ -113,7 +95,9 @@ def validate(raw: Any, *, base: Path = Path("."), path: Path | None = None) -> S
     _known(executor, {"kind", "workers", "address"}, "executor")
     if executor.setdefault("kind", "inline") not in EXECUTORS:
         raise ConfigError("executor.kind", f"{executor['kind']!r}; choose from {', '.join(EXECUTORS)}")
-    default_mask = mask_spec(raw.get("mask", {}), "mask", MaskSpec("random", (0.08,), (4,)))
+    if "workers" in executor:
+        _count(executor["workers"], "executor.workers")
+    default_mask = parse_mask(_mapping(raw.get("mask", {}), "mask"), "mask", DEFAULT_MASK)
     data = {key: _data(key, value, base, default_mask)
             for key, value in _mapping(raw.get("data"), "data", required=True).items()}
     methods = {key: _method(key, value, data) for key, value in _mapping(raw.get("methods", {}), "methods").items()}
@@ -141,32 +125,22 @@ def _known(value: Mapping, allowed: set[str], field: str) -> None:
         raise ConfigError(where, f"unknown key; allowed here: {', '.join(sorted(allowed))}")
 
 
-def mask_spec(value: Any, field: str, default: MaskSpec) -> MaskSpec:
-    """A `{type, acceleration, center_fraction}` mapping over `default`; errors name `field`."""
-    value = _mapping(value, field)
-    _known(value, {"type", "acceleration", "center_fraction"}, field)
-    kind = value.get("type", default.kind)
-    if kind not in MASK_KINDS:
-        raise ConfigError(f"{field}.type", f"unknown mask {kind!r}; choose from {', '.join(MASK_KINDS)}")
-    acceleration = value.get("acceleration", default.accelerations[0])
-    if isinstance(acceleration, bool) or not isinstance(acceleration, int) or acceleration < 1:
-        raise ConfigError(f"{field}.acceleration", f"{acceleration!r} must be an integer >= 1")
-    fraction = value.get("center_fraction", default.center_fractions[0])
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError(f"{field}.center_fraction", f"{fraction!r} must be a number in (0, 1)")
-    return MaskSpec(kind, (float(fraction),), (acceleration,))
+def _count(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(field, f"{value!r} must be an integer >= 1")
+    return value
 
 
 def _data(key: str, value: Any, base: Path, default_mask: MaskSpec) -> DataSource:
     field = f"data.{key}"
     value = {"root": value} if isinstance(value, str) else _mapping(value, field)
     _known(value, {"root", "format", "acquisitions", "mask"}, field)
-    if "root" not in value:
+    if not isinstance(value.get("root"), str):
         raise ConfigError(f"{field}.root", "missing: the data folder")
     root = Path(value["root"]).expanduser()
     root = root if root.is_absolute() else (base / root)
-    if not root.is_dir():
-        raise ConfigError(f"{field}.root", f"no such folder: {root}")
+    if not root.exists():
+        raise ConfigError(f"{field}.root", f"no such folder or file: {root}")
     fmt = value.get("format", "fastmri")
     if fmt not in FORMATS:
         raise ConfigError(f"{field}.format", f"unknown {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -175,8 +149,9 @@ def _data(key: str, value: Any, base: Path, default_mask: MaskSpec) -> DataSourc
         acquisitions = [acquisitions]
     if acquisitions is not None and not (isinstance(acquisitions, list) and all(isinstance(a, str) for a in acquisitions)):
         raise ConfigError(f"{field}.acquisitions", "expected a list of acquisition names")
-    return DataSource(root.resolve(), mask_spec(value.get("mask", {}), f"{field}.mask", default_mask), fmt,
-                      tuple(acquisitions) if acquisitions else None)
+    domain = Domain(root.resolve(), tuple(acquisitions) if acquisitions else None, format=fmt, name=key)
+    return DataSource(domain, parse_mask(_mapping(value.get("mask", {}), f"{field}.mask"), f"{field}.mask",
+                                         default_mask))
 
 
 def _data_ref(value: Any, field: str, data: Mapping[str, DataSource]) -> str:
@@ -188,7 +163,7 @@ def _data_ref(value: Any, field: str, data: Mapping[str, DataSource]) -> str:
 def _method(label: str, value: Any, data: Mapping[str, DataSource]) -> MethodEntry:
     field = f"methods.{label}"
     config = {"name": value} if isinstance(value, str) else _mapping(value, field)
-    if "name" not in config:
+    if not isinstance(config.get("name"), str):
         raise ConfigError(f"{field}.name", "missing: a registered method, entry point or module:attr")
     train, tune = config.pop("train", None), config.pop("tune", None)
     try:
@@ -208,120 +183,54 @@ def _method(label: str, value: Any, data: Mapping[str, DataSource]) -> MethodEnt
     elif method.trainable and not config.get("checkpoint"):
         raise ConfigError(field, f"{config['name']} is trainable: give a `checkpoint` or a `train` section")
     if tune is not None:
-        tune = _mapping(tune, f"{field}.tune")
-        _known(tune, {"data", "grid", "images"}, f"{field}.tune")
-        _data_ref(tune.get("data"), f"{field}.tune.data", data)
-        grid = _mapping(tune.get("grid"), f"{field}.tune.grid", required=True)
-        for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{field}.tune.grid.{key}", "expected a non-empty list of values")
-            try:
-                build({**config, key: values[0]})
-            except ConfigError as error:
-                raise ConfigError(f"{field}.tune.grid.{key}", str(error)) from None
-        _count(tune.get("images", 4), f"{field}.tune.images")
+        tune = _tune(tune, field, config, data)
     return MethodEntry(label, config, train, tune)
 
 
-def _count(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(field, f"{value!r} must be an integer >= 1")
-    return value
-
-
-def _method_refs(value: Any, field: str, methods: Mapping[str, MethodEntry]) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(field, "expected a non-empty list of method labels from `methods`")
-    for i, label in enumerate(value):
-        if label not in methods:
-            raise ConfigError(f"{field}[{i}]", f"{label!r} is not in `methods`; defined: {', '.join(methods) or 'none'}")
-    names = [methods[label].config["name"] for label in value]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ConfigError(field, f"{', '.join(twice)} appears twice; experiments label methods by name")
-    return list(value)
+def _tune(tune: Any, field: str, config: dict[str, Any], data: Mapping[str, DataSource]) -> dict[str, Any]:
+    tune = _mapping(tune, f"{field}.tune")
+    _known(tune, {"data", "grid", "images"}, f"{field}.tune")
+    _data_ref(tune.get("data"), f"{field}.tune.data", data)
+    grid = _mapping(tune.get("grid"), f"{field}.tune.grid", required=True)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{field}.tune.grid.{key}", "expected a non-empty list of values")
+        try:
+            build({**config, key: values[0]})
+        except ConfigError as error:
+            raise ConfigError(f"{field}.tune.grid.{key}", str(error)) from None
+    _count(tune.get("images", 4), f"{field}.tune.images")
+    return tune
 
 
 def _experiment(name: str, value: Any, data: Mapping[str, DataSource], methods: Mapping[str, MethodEntry],
-                base: Path) -> Experiment:
+                base: Path) -> ExperimentEntry:
     field = f"experiments.{name}"
     entry = _mapping(value, field)
-    kind = entry.get("kind", name)
-    if kind not in RUNNERS:
-        raise ConfigError(f"{field}.kind", f"unknown {kind!r}; choose from {', '.join(RUNNERS)}")
-    parameters = inspect.signature(RUNNERS[kind]).parameters
-    own = {k for k in parameters if k not in _FILLED}
-    entry_keys = _KIND_KEYS.get(kind, _ENTRY_KEYS)
-    _known(entry, own | entry_keys, field)
-    settings = {k: v for k, v in entry.items() if k not in entry_keys}
-    for key, setting in settings.items():
-        _setting(setting, parameters[key].default, f"{field}.{key}")
-    if "mask" in entry:
-        mask_spec(entry["mask"], f"{field}.mask", MaskSpec("random", (0.08,), (4,)))
+    kind = entry.pop("kind", name)
     if kind == "shift":
-        _shift_entry(entry, field, data, methods)
-    else:
-        _data_ref(entry.get("data"), f"{field}.data", data)
-        _method_refs(entry.get("methods"), f"{field}.methods", methods)
-        if kind == "attack" and "evaluate_only" in entry:
-            _method_refs(entry["methods"] + entry["evaluate_only"], f"{field}.evaluate_only", methods)
-        if "eps" in settings:
-            try:
-                check_eps(settings["eps"])
-            except ConfigError as error:
-                raise ConfigError(f"{field}.eps", error.problem) from None
-        if kind == "annotated":
-            csv = Path(entry.get("annotations", ""))
-            csv = csv if csv.is_absolute() else base / csv
-            if not csv.is_file():
-                raise ConfigError(f"{field}.annotations", f"no such file: {csv}")
-            entry["annotations"] = str(csv.resolve())
-    return Experiment(name, kind, entry, settings)
-
-
-def _setting(value: Any, default: Any, field: str) -> None:
-    """The value's type must fit the default's; counts must be >= 1."""
-    key = field.rsplit(".", 1)[-1]
-    if key in _COUNTS and value is not None:
-        _count(value, field)
-    elif isinstance(default, bool) and not isinstance(value, bool):
-        raise ConfigError(field, f"{value!r} must be true or false")
-    elif isinstance(default, (int, float)) and not isinstance(default, bool) and (
-            isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(field, f"{value!r} must be a number")
-    elif isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(field, f"{value!r} must be a string")
-
-
-def _shift_entry(entry: dict, field: str, data: Mapping[str, DataSource], methods: Mapping[str, MethodEntry]) -> None:
-    shift = entry.get("shift")
-    if shift not in SHIFT_KINDS:
-        raise ConfigError(f"{field}.shift", f"{shift!r}; choose from {', '.join(SHIFT_KINDS)}")
-    _data_ref(entry.get("source"), f"{field}.source", data)
-    if shift != "hard":
-        _data_ref(entry.get("target"), f"{field}.target", data)
-    elif "target" in entry:
-        raise ConfigError(f"{field}.target", "a hard-set shift evaluates on its source only")
-    groups = _mapping(entry.get("groups"), f"{field}.groups", required=True)
-    for group, specs in groups.items():
-        if not isinstance(specs, list) or not specs:
-            raise ConfigError(f"{field}.groups.{group}", "expected a non-empty list of methods")
-        for i, spec in enumerate(specs):
-            if isinstance(spec, str):
-                if spec not in methods:
-                    raise ConfigError(f"{field}.groups.{group}[{i}]", f"{spec!r} is not in `methods` "
-                                      "(or write an inline method config with a `name`)")
-            else:
-                spec = _mapping(spec, f"{field}.groups.{group}[{i}]")
-                _known(_mapping(spec.get("train", {}), f"{field}.groups.{group}[{i}].train"), _TRAIN_KEYS,
-                       f"{field}.groups.{group}[{i}].train")
-                try:
-                    build({k: v for k, v in spec.items() if k not in ("label", "tune", "train")})
-                except ConfigError as error:
-                    raise ConfigError(f"{field}.groups.{group}[{i}]", str(error)) from None
-    train = _mapping(entry.get("train", {}), f"{field}.train")
-    _known(train, _TRAIN_KEYS, f"{field}.train")
-    try:
-        TrainConfig(**train)
-    except TypeError as error:
-        raise ConfigError(f"{field}.train", str(error)) from None
+        raise ConfigError(f"{field}.kind", f"write the shift's kind: one of {', '.join(SHIFT_KINDS)}")
+    cls = experiment_type(kind, f"{field}.kind")
+    mask = entry.pop("mask", None)
+    for spec_field in dataclasses.fields(cls.spec_type):
+        if spec_field.metadata.get("path") and isinstance(entry.get(spec_field.name), str):
+            path = Path(entry[spec_field.name]).expanduser()
+            path = path if path.is_absolute() else base / path
+            if not path.is_file():
+                raise ConfigError(f"{field}.{spec_field.name}", f"no such file: {path}")
+            entry[spec_field.name] = str(path.resolve())
+    spec = parse(cls.spec_type, entry, yaml_where(field))
+    data_labels, method_labels = cls.references(spec)
+    names = [f.name for f in dataclasses.fields(spec) if f.metadata.get("positional")]
+    for where, label in zip(names, data_labels):
+        _data_ref(label, f"{field}.{where}", data)
+    for i, label in enumerate(method_labels):
+        if label not in methods:
+            raise ConfigError(f"{field}.methods[{i}]", f"{label!r} is not in `methods`; defined: "
+                                                       f"{', '.join(methods) or 'none'}")
+    if "mask" not in {f.name for f in dataclasses.fields(spec)}:
+        if mask is not None:
+            raise ConfigError(f"{field}.mask", f"a {kind} experiment takes no mask")
+        return ExperimentEntry(name, kind, spec)
+    resolved = parse_mask(_mapping(mask, f"{field}.mask"), f"{field}.mask", data[data_labels[0]].mask)
+    return ExperimentEntry(name, kind, dataclasses.replace(spec, mask=resolved))

@@ -21,17 +21,21 @@ import yaml
 from tqdm import tqdm
 
 from mrirobust.atomic import atomic_path
-from mrirobust.errors import ConfigError, MriRobustError
+from mrirobust.errors import ConfigError, DataError, MriRobustError
+from mrirobust.report.html import ReportSource, write_report
 from mrirobust.study import EXECUTORS
 from mrirobust.study.config import Study, load_study, validate
-from mrirobust.study.jobs import Job, execute, job_record, job_summary, plan, with_prepared
+from mrirobust.study.jobs import Job, check, execute, job_record, job_summary, plan, with_prepared
 from mrirobust.study.store import Store
 
 
 def run_study(config: str | Path | Study | dict, out: str | Path | None = None, *, executor: str | None = None,
               workers: int | None = None, address: str | None = None, device: str | None = None,
-              progress: bool = True) -> Path:
-    """Run a study into `out` (default `out/<name>`); returns `out`. Finished jobs are not rerun."""
+              progress: bool = True, report: bool = False) -> Path:
+    """Run a study into `out` (default `out/<name>`); returns `out`. Finished jobs are not rerun.
+
+    With `report`, the HTML report is written at the end while the store is still held, also
+    after a failed job (it then shows what finished and lists what did not)."""
     study = config if isinstance(config, Study) else (
         validate(config) if isinstance(config, dict) else load_study(config))
     out = study_folder(study, out)
@@ -42,10 +46,13 @@ def run_study(config: str | Path | Study | dict, out: str | Path | None = None, 
     address = address or study.executor.get("address")
     device = device or study.device
     store = Store(out / "store")
+    prepare_jobs, experiment_jobs = plan(study, out)
+    for job in experiment_jobs:  # labels, data files and settings, before anything is written
+        check(job, resolve_device(device))
+    store.plan()  # refuses a store of another layout
     with store.lock():
         with atomic_path(out / "study.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(study.raw, sort_keys=False))
-        prepare_jobs, experiment_jobs = plan(study, out)
         store.write_plan(study.name, [job_summary(j) for j in prepare_jobs + experiment_jobs])
         failures: dict[str, str] = {}
         configs = {job.name: record["config"] for job in prepare_jobs if (record := store.record(job.key))}
@@ -64,28 +71,32 @@ def run_study(config: str | Path | Study | dict, out: str | Path | None = None, 
                 return
             rows = [{**row, "study": study.name, "experiment": job.name, "kind": job.kind, "job": job.key}
                     for row in result["rows"]]
-            store.commit(job_record(job, result, out), rows)
+            store.commit(job_record(job, result), rows, result.get("artefacts"))
             if "config" in result:
                 configs[job.name] = result["config"]
             bar.write(f"{job.kind} {job.name}: done in {result['seconds']:.1f} s")
 
-        with _executor(kind, workers, address) as submit:
-            for job, result in submit(todo, device):
-                finish(job, result)
-            ready = []
-            for job in experiments:
-                missing = [label for label in job.uses if label in failures]
-                if missing:
-                    failures[job.name] = f"skipped: {', '.join(missing)} could not be prepared"
-                    bar.update()
-                else:
-                    ready.append(with_prepared(job, configs))
-            for job, result in submit(ready, device):
-                finish(job, result)
-        bar.close()
-        written = store.export([j.key for j in prepare_jobs + experiment_jobs if store.record(j.key)], out)
-        print(f"{study.name}: finished in {time.perf_counter() - began:.0f} s; "
-              + (f"rows in {', '.join(str(p) for p in written)}" if written else "no rows yet"))
+        try:
+            with _executor(kind, workers, address) as submit:
+                for job, result in submit(todo, device):
+                    finish(job, result)
+                ready = []
+                for job in experiments:
+                    missing = [label for label in job.uses if label in failures]
+                    if missing:
+                        failures[job.name] = f"skipped: {', '.join(missing)} could not be prepared"
+                        bar.update()
+                    else:
+                        ready.append(with_prepared(job, configs))
+                for job, result in submit(ready, device):
+                    finish(job, result)
+            written = store.export([j.key for j in prepare_jobs + experiment_jobs if store.record(j.key)], out)
+            print(f"{study.name}: finished in {time.perf_counter() - began:.0f} s; "
+                  + (f"rows in {', '.join(str(p) for p in written)}" if written else "no rows yet"))
+        finally:
+            bar.close()
+            if report:
+                print(f"report: {write_study_report(out)}")
     if failures:
         raise MriRobustError(f"{len(failures)} job(s) did not finish (the others are stored; run again to retry): "
                              + "; ".join(f"{name}: {why}" for name, why in failures.items()))
@@ -98,17 +109,29 @@ def study_folder(study: Study, out: str | Path | None) -> Path:
 
 
 def run_with_report(study: Study, out: str | Path | None = None, **options: Any) -> Path:
-    """`run_study`, then the HTML report — also after a failed job, so that the report shows what
-    finished and lists what did not. Returns the report's path."""
-    from mrirobust.report.html import write_report
-
+    """`run_study` with its HTML report; returns the report's path."""
     out = study_folder(study, out)
-    try:
-        run_study(study, out, **options)
-    finally:
-        if Store(out / "store").plan() is not None:
-            print(f"report: {write_report(out)}")
+    run_study(study, out, report=True, **options)
     return out / "report" / "index.html"
+
+
+def report_source(out: str | Path) -> ReportSource:
+    """What the report of the study folder `out` is drawn from, read through its store."""
+    out = Path(out)
+    store = Store(out / "store")
+    plan = store.plan()
+    config = out / "study.yaml"
+    if plan is None and not config.is_file():
+        raise DataError(out, "not a study folder (no study.yaml, no store/plan.json)")
+    jobs = plan["jobs"] if plan else []
+    records = {entry["key"]: record for entry in jobs if (record := store.record(entry["key"]))}
+    return ReportSource(out, plan["study"] if plan else out.name, jobs, records, store.rows, store.artefacts,
+                        config.read_text(encoding="utf-8") if config.is_file() else None, plan is not None)
+
+
+def write_study_report(out: str | Path, folder: str | Path | None = None) -> Path:
+    """The HTML report of the study folder `out`, written into `folder` (default out/report)."""
+    return write_report(report_source(out), Path(folder) if folder else Path(out) / "report")
 
 
 def describe_plan(study: Study, out: str | Path | None = None) -> str:
@@ -116,6 +139,8 @@ def describe_plan(study: Study, out: str | Path | None = None) -> str:
     out = study_folder(study, out)
     store = Store(out / "store")
     prepare_jobs, experiment_jobs = plan(study, out)
+    for job in experiment_jobs:
+        check(job, "cpu")
     lines = [f"{study.name}: config valid; {len(prepare_jobs) + len(experiment_jobs)} jobs in {out}"]
     lines += [f"  {'done  ' if store.record(job.key) else 'to run'}  {job.kind:13s} {job.name}  [{job.key}]"
               for job in prepare_jobs + experiment_jobs]

@@ -1,7 +1,8 @@
-"""The results store of a study: one committed record and rows file per finished job.
+"""The results store of a study: one committed record, rows and artefacts file per finished job.
 
-A job's rows (`rows/KEY.parquet`) are written first, then its record (`jobs/KEY.json`), each
-atomically; the record is the commit. A run killed at any point leaves only whole files, and a
+A job's rows (`rows/KEY.parquet`) and artefacts (`artefacts/KEY.pt`: the tensors its figures are
+drawn from) are written first, then its record (`jobs/KEY.json`), each atomically; the record is
+the commit. `units/` holds the experiments' resumable units. A run killed at any point leaves only whole files, and a
 job without a record simply runs again. The plan (`plan.json`) names the jobs of the current
 config, so the export holds exactly their rows, once each. One run at a time holds the lock.
 """
@@ -17,9 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mrirobust.atomic import atomic_path
 from mrirobust.errors import DataError, MriRobustError
 from mrirobust.results import write_csv, write_parquet
+
+LAYOUT = 2  # the store layout this version writes (1: before typed experiments; no `layout` key)
 
 
 class Store:
@@ -53,23 +58,31 @@ class Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write_plan(self, study: str, jobs: Sequence[Mapping[str, str]]) -> None:
-        self._write_json(self.root / "plan.json", {"study": study, "jobs": list(jobs)})
+        self._write_json(self.root / "plan.json", {"study": study, "layout": LAYOUT, "jobs": list(jobs)})
 
     def plan(self) -> dict[str, Any] | None:
-        """The current plan, or None before any run has planned."""
+        """The current plan, or None before any run has planned; a store of another layout is refused."""
         path = self.root / "plan.json"
-        return _read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        plan = _read_json(path)
+        if plan.get("layout") != LAYOUT:
+            raise DataError(self.root, "written by an older mrirobust: use a new folder")
+        return plan
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The committed record of job `key`, or None when that job has not finished."""
         path = self.root / "jobs" / f"{key}.json"
         return _read_json(path) if path.is_file() else None
 
-    def commit(self, record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
-        """Store a finished job: rows first, then the record that makes them count."""
+    def commit(self, record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+               artefacts: Mapping[str, Any] | None = None) -> None:
+        """Store a finished job: rows and artefacts first, then the record that makes them count."""
         key = record["key"]
         if rows:
             self._guard(lambda: write_parquet(rows, self.root / "rows" / f"{key}.parquet"), "rows")
+        if artefacts:
+            self._guard(lambda: self._save(artefacts, self.root / "artefacts" / f"{key}.pt"), "artefacts")
         self._write_json(self.root / "jobs" / f"{key}.json", {**record, "rows": len(rows)})
 
     def rows(self, key: str) -> list[dict[str, Any]]:
@@ -80,6 +93,20 @@ class Store:
             return pq.read_table(path).to_pylist() if path.is_file() else []
         except (OSError, ValueError) as error:
             raise DataError(path, f"cannot read the job's rows: {error}") from None
+
+    def artefacts(self, key: str) -> dict[str, Any]:
+        """The tensors a job's figures are drawn from ({} when it has none)."""
+        path = self.root / "artefacts" / f"{key}.pt"
+        try:
+            return torch.load(path, weights_only=True) if path.is_file() else {}
+        except (OSError, RuntimeError) as error:
+            raise DataError(path, f"cannot read the job's artefacts: {error}") from None
+
+    @staticmethod
+    def _save(value: Any, path: Path) -> Path:
+        with atomic_path(path) as tmp:
+            torch.save(value, tmp)
+        return path
 
     def export(self, keys: Sequence[str], folder: str | Path) -> list[Path]:
         """All rows of the given (committed) jobs, in order, as results.csv and results.parquet."""

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import collate_samples
 from mrirobust.data.sample import Sample, draw_mask
+from mrirobust.evaluate import evaluate
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.metrics import ssim
 from mrirobust.physics.fft import center_crop
@@ -152,7 +153,6 @@ def validate(method: Any, samples: Any, indices: Sequence[int], spec: MaskSpec, 
 
     Masks use fastMRI's per-file seeds, as in `mrirobust recon`.
     """
-    from mrirobust.evaluate import evaluate  # evaluation sits beside methods; imported late to stay light
 
     model = _model(method)
     was_training = model.training

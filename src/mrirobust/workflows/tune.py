@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from mrirobust.atomic import atomic_path
+from mrirobust.evaluate import evaluate
 from mrirobust.errors import ConfigError
 from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
@@ -62,7 +63,6 @@ def default_grid(base: str | Mapping[str, Any]) -> dict[str, list[Any]]:
 def tune(base: str | Mapping[str, Any], grid: Mapping[str, Sequence[Any]], samples: Sequence[Any],
          spec: MaskSpec, *, device: str = "cpu", batch_size: int = 4, progress: bool = True) -> TuneResult:
     """Score every grid point of `base` on `samples` (mean SSIM) and return the best config."""
-    from mrirobust.evaluate import evaluate  # evaluation sits beside methods; imported late to stay light
 
     base_config = build(base).config()
     unknown = sorted(set(grid) - set(base_config))
