@@ -21,7 +21,7 @@ from mrirobust.robustness import adversarial
 from mrirobust.cli import main
 from mrirobust.robustness.adversarial import check_eps, run_attack_experiment
 
-METHODS = ["zero-filled", {"name": "sense", "calib_size": 12, "kernel_size": 4}]  # ESPIRiT sized for 48x48
+METHODS = ["zero-filled", {"name": "sense", "espirit": {"calib_size": 12, "kernel_size": 4}}]  # ESPIRiT sized for 48x48
 NAMES = ["zero-filled", "sense"]
 EPS = [0.0, 0.05]
 LOSS = "ssim[fastmri,volume-max]_loss"

@@ -11,6 +11,7 @@ import torch
 from mrirobust.methods.base import build, checked_reconstruct
 from mrirobust.methods.baselines import CGSense, ZeroFilled, conjugate_gradient
 from mrirobust.physics.combine import rss
+from mrirobust.physics.espirit import EspiritSettings
 from mrirobust.physics.fft import ifft2c
 from mrirobust.physics.masks import stack_masks
 from mrirobust.physics.operator import MultiCoilOperator
@@ -116,6 +117,6 @@ def test_sense_default_maps_come_from_espirit() -> None:
     pytest.importorskip("mrirobust.physics.espirit")
     image, _, kspace = _phantom()
     mask = _mask(0)
-    recon = checked_reconstruct(CGSense(iters=30, calib_size=8, kernel_size=4), kspace * mask, mask)
+    recon = checked_reconstruct(CGSense(iters=30, espirit=EspiritSettings(calib_size=8, kernel_size=4)), kspace * mask, mask)
     zero_filled = rss(ifft2c(kspace * mask))
     assert _nmse(recon, image.abs()) < _nmse(zero_filled, image.abs())

@@ -134,7 +134,7 @@ def test_unknown_name_lists_known_methods() -> None:
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"name": "sense", "iterations": 3}, "bad settings"),
+        ({"name": "sense", "iterations": 3}, "iterations: unknown setting of CGSense; settings: iters"),
         ({"iters": 3}, "method.name"),
         ("tests.test_methods_base:Missing", "cannot load"),
         ("no_such_module_xyz:Thing", "cannot load"),

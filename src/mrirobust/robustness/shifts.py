@@ -38,7 +38,7 @@ from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, DataError, MriRobustError, ShapeError
 from mrirobust.evaluate import evaluate
 from mrirobust.hashing import digest
-from mrirobust.methods.base import build
+from mrirobust.methods.base import build, describe
 from mrirobust.methods.train import TrainConfig, train
 from mrirobust.methods.tune import save_config, tune
 from mrirobust.metrics import bootstrap_ci, linear_fit
@@ -184,8 +184,7 @@ def prepare(model: Model, source: Domain, *, cache: Path, train_config: TrainCon
             tune_images: int, device: str, progress: bool) -> Prepared:
     """Train (trainable) or tune (with a grid) `model` on the source, or reuse the cached result."""
     train_config = replace(train_config, **(model.train or {}))
-    torch.manual_seed(train_config.seed)  # the initial weights: a cached model depends only on its key
-    method = build(model.config)
+    method = describe(model.config)
     if method.trainable:
         train_set = source.dataset("train", required=True)
         val_set = source.dataset("val", required=True)
@@ -193,8 +192,8 @@ def prepare(model: Model, source: Domain, *, cache: Path, train_config: TrainCon
         key = digest({"config": method.config(), "train": data_identity(train_set), "val": data_identity(val_set),
                        "settings": settings})
         folder = cache / f"{model.label}-{key}"
-        if not (folder / "done.yaml").exists():
-            train(method, train_set, val_set, folder, replace(train_config, device=device, progress=progress))
+        if not (folder / "done.yaml").exists():  # train() seeds the initial weights: they depend only on the key
+            train(model.config, train_set, val_set, folder, replace(train_config, device=device, progress=progress))
             save_config(method.config(), folder / "done.yaml", note=f"trained on {source.root}")
         return Prepared(model, {**model.config, "checkpoint": str(folder / "best.ckpt")}, key)
     if model.grid:
@@ -237,7 +236,8 @@ def check_compatible(source: Any, evaluated: Mapping[str, Any], models: Sequence
                 raise DataError(info.path, f"target {info.target_shape} is larger than the k-space {info.shape}")
         shapes = _shapes(dataset)
         for model in models:
-            kernel = build(model.config).config().get("kernel_size")
+            espirit = describe(model.config).settings.get("espirit")  # CG-SENSE's, l1's EspiritSettings
+            kernel = getattr(espirit, "kernel_size", None)
             for _, _, width in shapes:
                 centre = min(round(width * f) for f in spec.center_fractions)
                 if kernel is not None and centre < kernel:
