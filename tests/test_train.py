@@ -208,3 +208,17 @@ def test_torchrun_data_parallel_on_cpu(root, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "history" in run.stdout
     assert (tmp_path / "ckpt" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--lr", "-1"], "lr"), (["--batch-size", "0"], "batch_size"), (["--batch-size", "-1"], "batch_size"),
+    (["--epochs", "0"], "epochs"), (["--epochs", "-2"], "epochs"), (["--workers", "-3"], "num_workers"),
+])
+def test_cli_train_rejects_bad_settings_in_one_line_before_any_compute(root, tmp_path, capsys, flags, field):
+    from mrirobust.cli import main
+
+    out = tmp_path / "ckpt"
+    assert main(["train", TINY, str(root / "knee" / "train"), "--out", str(out), *flags]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"mrirobust: error: {field}: ") and "\n" not in error
+    assert not out.exists()
