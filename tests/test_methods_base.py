@@ -15,6 +15,7 @@ import yaml
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.methods import base
 from mrirobust.methods.base import Reconstructor, available, build, checked_reconstruct, register, register_preset
+from mrirobust.physics.combine import zero_filled_rss
 from tests.helper import random_tensor
 
 
@@ -258,3 +259,21 @@ def test_plugin_module_that_raises_on_import_is_one_line(tmp_path: Path, monkeyp
             check("broken_mrirobust_plugin:Method")
         assert "broken_mrirobust_plugin raised ValueError: bad plug-in" in str(error.value)
         assert "\n" not in str(error.value)
+
+
+@dataclass(frozen=True)
+class FrozenPlugin(Reconstructor):
+    size: tuple[int, int] = (2, 2)
+    weights: list[float] | None = None
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        return zero_filled_rss(kspace, mask)
+
+
+def test_frozen_plugin_settings_are_coerced_and_container_types_checked() -> None:
+    method = build({"name": "tests.test_methods_base:FrozenPlugin", "size": [3, 4], "weights": [0.5]})
+    assert method.size == (3, 4) and method.weights == [0.5]
+    with pytest.raises(ConfigError, match=r"^weights: 0\.5 is not a list or null"):
+        build({"name": "tests.test_methods_base:FrozenPlugin", "weights": 0.5})
+    with pytest.raises(ConfigError, match=r"^size\[1\]: 'a' is not an integer"):
+        FrozenPlugin(size=(1, "a"))

@@ -7,8 +7,10 @@ traits, never the class name. Subclassing `Reconstructor` is optional (duck typi
 dataclass subclass gets `config()` for free from its fields.
 
 Methods are found by name in three places: the built-in modules below (which `register`
-themselves on import), installed packages' `mrirobust.methods` entry points, and
-`package.module:attr` strings.
+themselves, and `register_preset` named settings of their classes, on import), installed
+packages' `mrirobust.methods` entry points, and `package.module:attr` strings. `describe` reads a
+method's traits and checked settings from its class without building it (no network, no
+checkpoint read); `build` makes it.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class Reconstructor:
     def __post_init__(self) -> None:
         values = checked_settings(type(self), {f: getattr(self, f) for f in init_fields(type(self))})
         for key, value in values.items():  # coerced: YAML lists to tuples, mappings to settings objects
-            setattr(self, key, value)
+            if value is not getattr(self, key):
+                object.__setattr__(self, key, value)  # works for frozen dataclass methods too
 
     @classmethod
     def check(cls, settings: Mapping[str, Any]) -> None:
@@ -301,7 +304,7 @@ def _make(name: str, registration: Registration, settings: dict[str, Any]) -> An
     if not callable(getattr(method, "reconstruct", None)):
         raise ConfigError("method", f"{name!r} built a {type(method).__name__}, which has no reconstruct()")
     if registration.preset or not getattr(method, "name", ""):
-        method.name = name  # a preset's instances carry the preset's name: config() rebuilds the preset
+        object.__setattr__(method, "name", name)  # a preset's instances carry its name (frozen ones too)
     return method
 
 

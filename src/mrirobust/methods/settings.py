@@ -98,6 +98,10 @@ def coerce(value: Any, hint: Any, field: str) -> Any:
             if error.field.startswith(f"{field}."):
                 raise
             raise ConfigError(f"{field}.{error.field}", error.problem) from None
+    if origin in (list, dict, set, frozenset):  # containers: the container type only
+        if not isinstance(value, origin):
+            raise ConfigError(field, f"{value!r} is not {_describe(hint)}")
+        return value
     if not isinstance(hint, type):  # Callable, Literal, ...: not checked here
         return value
     return _scalar(value, hint, field)
@@ -123,8 +127,10 @@ def _describe(hint: Any) -> str:
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
+    if typing.get_origin(hint) in (tuple, list):
         return "a list"
+    if typing.get_origin(hint) is not None:
+        return f"a {typing.get_origin(hint).__name__}"
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
