@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from mrirobust.errors import ConfigError, MriRobustError
+from mrirobust.errors import ConfigError, DataError, MriRobustError
 from mrirobust.methods import base
 from mrirobust.methods.base import Reconstructor, available, build, checked_reconstruct, register, register_preset
 from mrirobust.physics.combine import zero_filled_rss
@@ -277,3 +277,15 @@ def test_frozen_plugin_settings_are_coerced_and_container_types_checked() -> Non
         build({"name": "tests.test_methods_base:FrozenPlugin", "weights": 0.5})
     with pytest.raises(ConfigError, match=r"^size\[1\]: 'a' is not an integer"):
         FrozenPlugin(size=(1, "a"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe not text", "not UTF-8 text"), (b"", "must be a mapping with a `name`"),
+    (b"name: [unclosed", "not valid YAML at line 1, column 16: expected ',' or ']'"), (None, "cannot read the method config: Is a directory"),
+])
+def test_bad_method_config_files_name_the_file(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "method.yaml"
+    path.mkdir() if content is None else path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as error:
+        base.parse_spec(str(path))
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)

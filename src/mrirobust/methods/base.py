@@ -139,7 +139,7 @@ def _import_attr(spec: str) -> Any:
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError("method", f"cannot load {spec!r}: {error}") from None
+        raise ConfigError("method", f"cannot load {spec!r}: {_first_line(error)}") from None
     except Exception as error:  # the plug-in's own code raised on import
         raise ConfigError("method", f"cannot load {spec!r}: importing {module_name} raised "
                                     f"{type(error).__name__}: {_first_line(error)}") from None
@@ -183,8 +183,13 @@ def parse_spec(text: str) -> str | dict[str, Any]:
             config = yaml.safe_load(path.read_text())
         except OSError as error:
             raise DataError(path, f"cannot read the method config: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise DataError(path, "the method config is not UTF-8 text") from None
         except yaml.YAMLError as error:
-            raise DataError(path, f"not valid YAML: {error}") from None
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or _first_line(error)
+            raise DataError(path, f"not valid YAML{where}: {problem}") from None
         if not isinstance(config, dict) or "name" not in config:
             raise DataError(path, "a method config must be a mapping with a `name`")
         return config
