@@ -289,3 +289,16 @@ def test_bad_method_config_files_name_the_file(tmp_path: Path, content: bytes | 
     with pytest.raises(DataError, match=message) as error:
         base.parse_spec(str(path))
     assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def test_entry_point_whose_module_raises_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "raising_mrirobust_plugin.py").write_text("raise RuntimeError('needs a licence\\nsee docs')\n")
+    dist_info = tmp_path / "raising_mrirobust_plugin-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: raising-mrirobust-plugin\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[mrirobust.methods]\nraising-plugin = raising_mrirobust_plugin:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as error:
+        base.describe("raising-plugin")
+    assert str(error.value) == ("method: cannot load entry point 'raising-plugin' (raising_mrirobust_plugin:make): "
+                                "RuntimeError: needs a licence")

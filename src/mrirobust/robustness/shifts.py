@@ -184,6 +184,7 @@ def prepare(model: Model, source: Domain, *, cache: Path, train_config: TrainCon
             tune_images: int, device: str, progress: bool) -> Prepared:
     """Train (trainable) or tune (with a grid) `model` on the source, or reuse the cached result."""
     train_config = replace(train_config, **(model.train or {}))
+    torch.manual_seed(train_config.seed)  # as before: what follows in this process sees the same RNG state
     method = describe(model.config)
     if method.trainable:
         train_set = source.dataset("train", required=True)
