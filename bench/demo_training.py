@@ -17,7 +17,6 @@ from pathlib import Path
 from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.synthetic import synthesize
 from mrirobust.cli import main as cli
-from mrirobust.methods.base import build
 from mrirobust.workflows.train import TrainConfig, train
 
 # Settings measured on the 2-core development CPU (bench/README.md).
@@ -36,7 +35,7 @@ def main() -> None:
     methods = ["zero-filled", "l1"]
     for name, config in RUNS.items():
         start = time.perf_counter()
-        result = train(build(name), SliceDataset(folder / "train"), SliceDataset(folder / "val"),
+        result = train(name, SliceDataset(folder / "train"), SliceDataset(folder / "val"),
                        args.out / name, config)
         print(f"{name}: trained {config.epochs} epochs in {time.perf_counter() - start:.0f} s "
               f"(this invocation), best validation SSIM "

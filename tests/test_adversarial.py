@@ -28,7 +28,7 @@ from mrirobust.report.adversarial_figures import basis_figure
 from mrirobust.report.registry import kind_report
 
 METHODS = {"zero-filled": {"name": "zero-filled"},
-           "sense": {"name": "sense", "calib_size": 12, "kernel_size": 4}}  # ESPIRiT sized for 48x48
+           "sense": {"name": "sense", "espirit": {"calib_size": 12, "kernel_size": 4}}}  # ESPIRiT sized for 48x48
 NAMES = list(METHODS)
 EPS = (0.0, 0.05)
 LOSS = "ssim[fastmri,volume-max]_loss"

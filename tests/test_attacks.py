@@ -21,7 +21,7 @@ from mrirobust.methods.baselines import CGSense, ZeroFilled
 from mrirobust.methods.base import Reconstructor
 from mrirobust.methods.l1 import L1
 from mrirobust.methods.unet import UnetRecon
-from mrirobust.methods.untrained import ConvDecoder, ConvDecoderSmall
+from mrirobust.methods.untrained import ConvDecoder
 from mrirobust.physics.fft import center_crop, ifft2c
 from mrirobust.robustness.attacks import (
     OptimisationAttackable, attack, pgd, project, random_attack, random_perturbation, two_step, worst_case_linear,
@@ -109,7 +109,7 @@ def test_random_perturbation_norm_support_and_determinism() -> None:
 # --- every attack respects the budget -----------------------------------------------------------
 def _methods() -> list[tuple[str, Any, dict]]:
     _, _, maps = _data()
-    tiny_decoder = ConvDecoderSmall(layers=3, channels=8, input_size=(4, 4), iters=4)
+    tiny_decoder = ConvDecoder(layers=3, channels=8, input_size=(4, 4), iters=4)
     return [
         ("zero-filled", ZeroFilled(), {"steps": 3}),
         ("sense", CGSense(iters=5), {"steps": 3, "maps": maps}),

@@ -11,6 +11,7 @@ import torch
 from mrirobust.methods.base import build, checked_reconstruct
 from mrirobust.methods.baselines import CGSense, ZeroFilled, conjugate_gradient
 from mrirobust.physics.combine import rss
+from mrirobust.physics.espirit import EspiritSettings
 from mrirobust.physics.fft import ifft2c
 from mrirobust.physics.masks import stack_masks
 from mrirobust.physics.operator import MultiCoilOperator
@@ -116,6 +117,26 @@ def test_sense_default_maps_come_from_espirit() -> None:
     pytest.importorskip("mrirobust.physics.espirit")
     image, _, kspace = _phantom()
     mask = _mask(0)
-    recon = checked_reconstruct(CGSense(iters=30, calib_size=8, kernel_size=4), kspace * mask, mask)
+    recon = checked_reconstruct(CGSense(iters=30, espirit=EspiritSettings(calib_size=8, kernel_size=4)), kspace * mask, mask)
     zero_filled = rss(ifft2c(kspace * mask))
     assert _nmse(recon, image.abs()) < _nmse(zero_filled, image.abs())
+
+
+def test_zero_filled_sense_matches_sigpy_adjoint_over_map_energy() -> None:
+    """|A^H y| / sum_i |S_i|^2 with sigpy's SENSE operator as the reference, under-sampled."""
+    image, maps, kspace = _phantom()
+    mask = _mask(1)
+    recon = checked_reconstruct(build("zero-filled-sense"), kspace * mask, mask, maps=maps)
+    sense = sp.mri.linop.Sense(maps[0].numpy(), weights=mask.numpy().astype(np.float32))
+    reference = np.abs(sense.H * (kspace[0] * mask).numpy()) / (np.abs(maps[0].numpy()) ** 2).sum(axis=0)
+    np.testing.assert_allclose(recon[0].numpy(), reference, rtol=1e-4, atol=1e-5)
+    full = checked_reconstruct(build("zero-filled-sense"), kspace, torch.ones(N, dtype=torch.bool), maps=maps)
+    torch.testing.assert_close(full, image.abs(), rtol=1e-4, atol=1e-5)  # fully sampled: the image itself
+
+
+def test_zero_filled_sense_with_espirit_maps_equals_rss_when_fully_sampled() -> None:
+    """ESPIRiT maps are unit-norm over coils, so for S x data the SENSE combination is the RSS where kept."""
+    _, _, kspace = _phantom()
+    full = torch.ones(N, dtype=torch.bool)
+    method = build("zero-filled-sense", espirit={"calib_size": 16, "kernel_size": 4, "crop": 0.0})
+    torch.testing.assert_close(checked_reconstruct(method, kspace, full), rss(ifft2c(kspace)), rtol=2e-3, atol=2e-3)

@@ -126,9 +126,30 @@ def test_mismatching_checkpoint_names_first_key(tmp_path) -> None:
         UnetRecon(checkpoint=str(path), chans=4, num_pool_layers=3)
     with pytest.raises(ConfigError, match="no such file"):
         UnetRecon(checkpoint=str(tmp_path / "absent.pt"))
-    (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match="junk.pt"):
-        UnetRecon(checkpoint=str(tmp_path / "junk.pt"))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", "not a PyTorch weights file"), ("empty", "not a PyTorch weights file"),
+    ("directory", "is a directory"), ("tensor", "holds a Tensor, not a state_dict"),
+    ("other architecture", r"key 'down_sample_layers\.0\.layers\.0\.weight' has shape \(4, 1, 3, 3\), expected \(8, 1, 3, 3\)"),
+])
+def test_bad_checkpoint_files_are_one_short_line_naming_the_file(tmp_path, kind, message) -> None:
+    path = tmp_path / "weights.ckpt"
+    if kind == "text":
+        path.write_text("not a checkpoint\n" * 500)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    else:
+        torch.save({"state_dict": {f"unet.{k}": v for k, v in FastmriUnet(1, 1, chans=4, num_pool_layers=2)
+                                   .state_dict().items()}}, path)
+    with pytest.raises(ConfigError, match=message) as error:
+        build({"name": "unet", "checkpoint": str(path), "chans": 8, "num_pool_layers": 2})
+    text = str(error.value)
+    assert text.startswith(f"checkpoint: {path}: ") and "\n" not in text and len(text) - len(str(path)) < 200
 
 
 def test_zero_filled_input_is_what_the_network_sees() -> None:

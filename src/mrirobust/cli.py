@@ -46,14 +46,12 @@ def cmd_data_from_images(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    import torch
-
     from mrirobust.data.dataset import SliceDataset
-    from mrirobust.methods.base import build, parse_spec
+    from mrirobust.methods.base import describe, parse_spec
     from mrirobust.workflows.train import TrainConfig, train
 
-    torch.manual_seed(args.seed)  # the initial weights: a training run depends only on its settings
-    method = build(parse_spec(args.method))
+    spec = parse_spec(args.method)
+    method = describe(spec)  # checked before any data is read; train() builds it under the seed
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
         acceleration=args.acceleration, center_fraction=args.center_fraction, mask_type=args.mask_type,
@@ -61,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         max_train_slices=args.max_slices, max_val_slices=args.max_slices,
     )
     val = SliceDataset(args.val, slices=args.slices) if args.val else None
-    result = train(method, SliceDataset(args.data, slices=args.slices), val, args.out, config)
+    result = train(spec, SliceDataset(args.data, slices=args.slices), val, args.out, config)
     print(f"checkpoints: {result.last} (last), {result.best} (best); "
           f"use it with --methods {method.name}={result.best}")
 

@@ -32,7 +32,7 @@ from mrirobust.evaluate import evaluate
 from mrirobust.experiments.base import Experiment, Unit, UnitResult, register
 from mrirobust.experiments.spec import setting
 from mrirobust.hashing import digest
-from mrirobust.methods.base import build
+from mrirobust.methods.base import build, describe
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.robustness.shift_analysis import frequency_rows, hard_set
 from mrirobust.workflows.prepare import Model, PrepareSettings, Prepared, parse_groups, prepare
@@ -151,7 +151,7 @@ class Shift(Experiment):
     def check(self) -> None:
         self.evaluated = {d.label: d.dataset(self.spec.eval_split, slices=self.eval_slices())
                           for _, ds in self.directions() for d in ds}
-        needs_training = any(build(m.config).trainable or m.grid for m in self.models)
+        needs_training = any(describe(m.config).trainable or m.grid for m in self.models)
         self.fixes = {}
         for train_domain, _ in self.directions():
             train_set = train_domain.dataset("train", required=True) if needs_training else None
@@ -168,11 +168,11 @@ class Shift(Experiment):
         dataset = self.evaluated[domain.label]
         count = len(dataset) if self.spec.images is None else min(self.spec.images, len(dataset))
         prepared_on = None
-        if train_domain is not None and (build(model.config).trainable or model.grid):
+        if train_domain is not None and (describe(model.config).trainable or model.grid):
             prepared_on = [data_identity(train_domain.dataset(s, required=True)) for s in ("train", "val")]
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],
-                    "train": self.train_config.__dict__ if build(model.config).trainable else None,
+                    "train": self.train_config.__dict__ if describe(model.config).trainable else None,
                     "prepared_on": prepared_on, "data": data_identity(dataset),
                     "slices": [slice_id(dataset.index[i]) for i in range(count)], "mask": self.mask().describe(),
                     "resolution_fix": fix, "version": mrirobust.__version__}
@@ -187,11 +187,11 @@ class Shift(Experiment):
     def run(self, unit: Unit, done: Mapping[str, UnitResult]) -> UnitResult:
         model, train_domain, domain, count, fix = unit.work
         if train_domain is None:
-            prepared = Prepared(model, dict(model.config), digest(build(model.config).config()))
+            prepared = Prepared(model, dict(model.config), digest(describe(model.config).config()))
         else:
             prepared = prepare(model, train_domain, self.settings())
         config = dict(prepared.config)
-        if fix is not None and "resolution_fix" in build(config).config():
+        if fix is not None and "resolution_fix" in describe(config).settings:
             config.setdefault("resolution_fix", fix)  # VarNet on another readout length
         method = build(config)
         if getattr(method, "model", None) is not None:
@@ -247,7 +247,8 @@ def check_compatible(source: Any, evaluated: Mapping[str, Any], models: Sequence
                 raise DataError(info.path, f"target {info.target_shape} is larger than the k-space {info.shape}")
         shapes = kspace_shapes(dataset)
         for model in models:
-            kernel = build(model.config).config().get("kernel_size")
+            espirit = describe(model.config).settings.get("espirit")  # CG-SENSE's, l1's EspiritSettings
+            kernel = getattr(espirit, "kernel_size", None)
             for _, _, width in shapes:
                 centre = min(round(width * f) for f in spec.center_fractions)
                 if kernel is not None and centre < kernel:

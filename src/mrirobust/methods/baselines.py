@@ -1,4 +1,4 @@
-"""Baseline reconstructions: zero-filled RSS and CG-SENSE."""
+"""Baseline reconstructions: zero-filled RSS, zero-filled SENSE combination and CG-SENSE."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 import torch
 
 from mrirobust.methods.base import Reconstructor, register
-from mrirobust.physics.combine import zero_filled_rss
+from mrirobust.methods.settings import at_least
+from mrirobust.physics.combine import sense_combine, zero_filled_rss
+from mrirobust.physics.espirit import EspiritSettings
+from mrirobust.physics.fft import ifft2c
 from mrirobust.physics.operator import MultiCoilOperator
 
 
@@ -23,6 +26,37 @@ class ZeroFilled(Reconstructor):
 
     def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
         return zero_filled_rss(kspace, mask)
+
+
+def coil_maps(espirit: EspiritSettings, kspace: torch.Tensor, mask: torch.Tensor,
+              maps: torch.Tensor | None) -> torch.Tensor:
+    """The given maps on k-space's device and dtype, or ESPIRiT maps of the under-sampled k-space."""
+    if maps is None:
+        maps = espirit.maps(kspace * mask.to(kspace.device))
+    return maps.to(device=kspace.device, dtype=kspace.dtype)
+
+
+@register("zero-filled-sense")
+@dataclass
+class ZeroFilledSense(Reconstructor):
+    """|sum_i conj(S_i) x_i / sum_i |S_i|^2| of the zero-filled coil images x_i: the complex
+    (phase-aware) coil combination instead of RSS, with maps from meta `maps=` or ESPIRiT.
+
+    RSS adds the coils' noise in magnitude; the SENSE combination weights coils by their
+    sensitivity, so it is the zero-filled image a SENSE-type method starts from (A^H y up to the
+    map energy). Linear in y for fixed maps.
+    """
+
+    espirit: EspiritSettings = EspiritSettings()
+
+    family = "baseline"
+    differentiable = True
+
+    def reconstruct(
+        self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None, **meta: Any
+    ) -> torch.Tensor:
+        maps = coil_maps(self.espirit, kspace, mask, maps)
+        return sense_combine(ifft2c(kspace * mask.to(kspace.device)), maps).abs()
 
 
 def conjugate_gradient(
@@ -74,22 +108,18 @@ class CGSense(Reconstructor):
     iters: int = 30
     tol: float = 0.0
     l2: float = 0.01
-    calib_size: int = 24
-    kernel_size: int = 6
-    threshold: float = 0.001
-    crop: float = 0.8
+    espirit: EspiritSettings = EspiritSettings()
 
     family = "baseline"
     differentiable = True
 
+    @classmethod
+    def check(cls, settings: dict[str, Any]) -> None:
+        at_least(settings, 0, "iters", "tol", "l2")
+
     def reconstruct(
         self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None, **meta: Any
     ) -> torch.Tensor:
-        if maps is None:
-            from mrirobust.physics.espirit import espirit_maps  # heavy, and only needed without maps
-
-            maps = espirit_maps(kspace * mask.to(kspace.device), calib_size=self.calib_size,
-                                kernel_size=self.kernel_size, threshold=self.threshold, crop=self.crop)
-        op = MultiCoilOperator(maps.to(device=kspace.device, dtype=kspace.dtype), mask)
+        op = MultiCoilOperator(coil_maps(self.espirit, kspace, mask, maps), mask)
         image, _ = conjugate_gradient(lambda v: op.normal(v) + self.l2 * v, op.adjoint(kspace), self.iters, self.tol)
         return image.abs()

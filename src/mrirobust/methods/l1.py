@@ -23,14 +23,16 @@ detached k-space): the method is then a differentiable function of y for fixed m
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from mrirobust.errors import ConfigError
-from mrirobust.methods.base import Reconstructor, register
+from mrirobust.methods.base import Reconstructor, register, register_preset
+from mrirobust.methods.settings import at_least, one_of
 from mrirobust.methods.sparsity import TRANSFORMS, SparsifyingTransform, make_transform, soft_threshold
+from mrirobust.physics.espirit import EspiritSettings
 from mrirobust.physics.operator import MultiCoilOperator, power_norm
 
 POWER_ITERS = 30
@@ -106,33 +108,28 @@ class L1(Reconstructor):
     wavelet: str = "db3"
     levels: int = 3
     cycle_spinning: bool = True
-    calib_size: int = 24
-    kernel_size: int = 6
-    threshold: float = 0.001
-    crop: float = 0.8
+    espirit: EspiritSettings = EspiritSettings()
     sparsifier: SparsifyingTransform = field(init=False, repr=False, compare=False)
 
     family = "l1"
     differentiable = True
     optimisation_based = True
 
+    @classmethod
+    def check(cls, settings: Mapping[str, Any]) -> None:
+        at_least(settings, 0, "lam")
+        at_least(settings, 1, "iters", "levels")
+        one_of(settings, "transform", TRANSFORMS)
+
     def __post_init__(self) -> None:
-        if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
-            raise ConfigError("lam", f"{self.lam!r} must be a number >= 0")
-        if isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 1:
-            raise ConfigError("iters", f"{self.iters!r} must be an integer >= 1")
-        if self.transform not in TRANSFORMS:
-            raise ConfigError("transform", f"unknown {self.transform!r}; choose from {', '.join(TRANSFORMS)}")
+        super().__post_init__()
         self.sparsifier = make_transform(self.transform, self.wavelet, self.levels)
 
     def operator(self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None) -> MultiCoilOperator:
         """A = M F S with the given maps, or ESPIRiT maps of the (detached) under-sampled k-space."""
         if maps is None:
-            from mrirobust.physics.espirit import espirit_maps  # heavy, and only needed without maps
-
             with torch.no_grad():
-                maps = espirit_maps(kspace.detach() * mask.to(kspace.device), calib_size=self.calib_size,
-                                    kernel_size=self.kernel_size, threshold=self.threshold, crop=self.crop)
+                maps = self.espirit.maps(kspace.detach() * mask.to(kspace.device))
         return MultiCoilOperator(maps.to(device=kspace.device, dtype=kspace.dtype), mask)
 
     def solve(self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,19 +180,6 @@ class L1(Reconstructor):
         return l1_objective(op, self.sparsifier, scale.reshape(-1, 1, 1) * image, kspace, self.lam * scale) / energy
 
 
-@register("l1-dct")
-@dataclass
-class L1DCT(L1):
-    """l1 with the orthonormal 2-D DCT as sparsifying transform (appendix A.3)."""
-
-    name = "l1-dct"
-    transform: str = "dct"
-
-
-@register("l1-fourier")
-@dataclass
-class L1Fourier(L1):
-    """l1 with the unitary 2-D Fourier transform as sparsifying transform (appendix A.3)."""
-
-    name = "l1-fourier"
-    transform: str = "fourier"
+# Appendix A.3's l1 variants: the orthonormal 2-D DCT and the unitary 2-D Fourier transform.
+register_preset("l1-dct", L1, {"transform": "dct"})
+register_preset("l1-fourier", L1, {"transform": "fourier"})

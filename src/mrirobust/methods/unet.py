@@ -8,8 +8,7 @@ normalisation, U-net, normalisation undone.
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mrirobust.errors import ConfigError
-from mrirobust.methods.base import Reconstructor, register
+from mrirobust.methods.base import Reconstructor, register, register_preset
+from mrirobust.methods.settings import at_least
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, ifft2c
 from mrirobust.physics.masks import check_mask
@@ -106,6 +106,22 @@ class Unet(nn.Module):
 # --- checkpoints -------------------------------------------------------------------------------
 
 
+def load_checkpoint(path: str | Path) -> Any:
+    """`torch.load(path, weights_only=True)` (never runs pickled code), or one-line ConfigError naming the file."""
+    if Path(path).is_dir():
+        raise ConfigError("checkpoint", f"{path}: is a directory, not a checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError("checkpoint", f"{path}: no such file") from None
+    except OSError as error:
+        raise ConfigError("checkpoint", f"{path}: cannot read it ({error.strerror})") from None
+    except Exception as error:  # torch raises KeyError, UnpicklingError, RuntimeError, EOFError on junk
+        detail = (str(error).strip().splitlines() or [""])[0][:80]
+        raise ConfigError("checkpoint", f"{path}: not a PyTorch weights file ({type(error).__name__}: "
+                                        f"{detail}); see docs/methods.md on checkpoints") from None
+
+
 def read_state_dict(source: str | Path | Mapping[str, Any], prefix: str) -> dict[str, torch.Tensor]:
     """The model weights in a checkpoint file or mapping, in any of fastMRI's layouts.
 
@@ -113,43 +129,38 @@ def read_state_dict(source: str | Path | Mapping[str, Any], prefix: str) -> dict
     .state_dict())`), a dict holding one under "state_dict" (PyTorch Lightning checkpoints and
     `workflows.train`'s), and in either keys with the Lightning module's attribute prefix
     (`varnet.`, `unet.`), which is stripped; other keys of such a checkpoint (e.g. the SSIM loss's
-    `loss.w`) are ignored. Files are read with `weights_only=True`, which never runs pickled code.
+    `loss.w`) are ignored. Files are read with `weights_only=True`, which never runs pickled code;
+    a trusted file holding other Python objects can be loaded with `torch.load(...,
+    weights_only=False)` and passed as a mapping.
     """
-    state: Any = source
-    if not isinstance(source, Mapping):
-        try:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ConfigError("checkpoint", f"{source}: no such file") from None
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-            raise ConfigError(
-                "checkpoint",
-                f"{source}: not a loadable weights file ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                "if it holds Python objects beyond tensors and you trust it, load it with "
-                "torch.load(..., weights_only=False) and pass it to mrirobust.methods.unet.load_weights",
-            ) from None
+    state = source if isinstance(source, Mapping) else load_checkpoint(source)
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ConfigError("checkpoint", f"{source}: holds a {type(state).__name__}, not a state_dict")
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError("checkpoint", f"{_label(source)}: holds a {type(state).__name__}, not a state_dict")
     prefixed = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return dict(prefixed or state)
+
+
+def _label(source: Any) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "state_dict"
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], label: str) -> None:
+    """ConfigError in one short line naming the first key of `state` that does not fit `model`, and `label`."""
+    expected = model.state_dict()
+    problem = next((f"key {k!r} is missing" for k in expected if k not in state), None) \
+        or next((f"key {k!r} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+                 for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)), None) \
+        or next((f"unexpected key {k!r}" for k in state if k not in expected), None)
+    if problem is not None:
+        raise ConfigError("checkpoint", f"{label}: {problem} (another architecture?)")
 
 
 def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], prefix: str) -> None:
     """Load checkpoint weights into `model` strictly; a mismatch raises ConfigError naming its key."""
     state = read_state_dict(source, prefix)
-    expected = model.state_dict()
-    label = source if isinstance(source, (str, Path)) else "state_dict"
-    for key, value in expected.items():
-        if key not in state:
-            raise ConfigError("checkpoint", f"{label}: key {key!r} is missing (architecture mismatch?)")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ConfigError("checkpoint", f"{label}: key {key!r} has shape {tuple(state[key].shape)}, "
-                                            f"the model expects {tuple(value.shape)}")
-    for key in state:
-        if key not in expected:
-            raise ConfigError("checkpoint", f"{label}: unexpected key {key!r} (architecture mismatch?)")
+    check_state_dict(model, state, _label(source))
     model.load_state_dict(state, strict=True)
 
 
@@ -176,16 +187,27 @@ def pad_to(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 class TrainedNetwork(Reconstructor):
-    """Traits shared by the trained networks, and the check of their architecture settings."""
+    """Traits and the protocol shared by the trained networks (`methods.train` relies on it).
+
+    The weights live in `model`, a torch Module built from the settings (and `checkpoint`);
+    `reconstruct_with(module, ...)` is the pipeline around any module of that architecture, so
+    training runs it with the module it trains (or its DDP wrapper) without touching the method.
+    """
+
+    model: nn.Module
 
     family = "trained"
     differentiable = True
     trainable = True
 
-    def _require_positive(self, *names: str) -> None:
-        for name in names:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(name, f"{getattr(self, name)} must be >= 1")
+    def reconstruct_with(self, model: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
+                         **meta: Any) -> torch.Tensor:
+        """This method's reconstruction with `model` in place of its own module."""
+        raise NotImplementedError
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        self.model.to(kspace.device)
+        return self.reconstruct_with(self.model, kspace, mask, **meta)
 
 
 @dataclass
@@ -209,46 +231,28 @@ class UnetRecon(TrainedNetwork):
     # fastMRI trains its U-net with an L1 loss and RMSprop at lr 1e-3.
     train_defaults = {"loss": "l1", "optimizer": "rmsprop", "lr": 1e-3}
 
+    @classmethod
+    def check(cls, settings: Mapping[str, Any]) -> None:
+        at_least(settings, 1, "chans", "num_pool_layers")
+        if not 0 <= settings["drop_prob"] < 1:
+            raise ConfigError("drop_prob", f"{settings['drop_prob']!r} must be in [0, 1)")
+
     def __post_init__(self) -> None:
-        self._require_positive("chans", "num_pool_layers")
+        super().__post_init__()
         self.model = Unet(1, 1, chans=self.chans, num_pool_layers=self.num_pool_layers, drop_prob=self.drop_prob)
         if self.checkpoint is not None:
             load_weights(self.model, self.checkpoint, prefix="unet.")
 
-    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, target_shape: tuple[int, int] | None = None,
-                    **meta: Any) -> torch.Tensor:
-        self.model.to(kspace.device)
+    def reconstruct_with(self, model: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
+                         target_shape: tuple[int, int] | None = None, **meta: Any) -> torch.Tensor:
         mask = check_mask(mask, kspace.shape).to(kspace.device)
         height, width = kspace.shape[-2:]
         image = center_crop(rss(ifft2c(kspace * mask), dim=-3), crop_size(height, width, target_shape))
         mean = image.mean(dim=(-2, -1), keepdim=True)
         std = image.std(dim=(-2, -1), keepdim=True)
         normalised = ((image - mean) / (std + 1e-11)).clamp(-6, 6)
-        output = self.model(normalised[:, None])[:, 0] * std + mean
+        output = model(normalised[:, None])[:, 0] * std + mean
         return pad_to(output, (height, width))
-
-
-def register_variants(cls: type, variants: Mapping[str, Mapping[str, Any]],
-                      train_defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Register named architecture presets of `cls`; settings given to `build` override them.
-
-    `train_defaults` overrides the class's training defaults for some presets (small CPU-sized
-    networks on small data train better with a larger step than fastMRI's full-size models).
-    """
-    for name, architecture in variants.items():
-        register(name)(_preset(cls, name, dict(architecture), dict((train_defaults or {}).get(name, {}))))
-
-
-def _preset(cls: type, name: str, architecture: dict[str, Any], train_defaults: dict[str, Any]) -> Callable[..., Any]:
-    def make(**settings: Any) -> Any:
-        method = cls(**{**architecture, **settings})
-        method.name = name  # config() then rebuilds this preset with its full settings
-        if train_defaults:
-            method.train_defaults = {**cls.train_defaults, **train_defaults}
-        return method
-
-    make.__doc__ = f"{cls.__name__} preset {name!r}: {architecture}"
-    return make
 
 
 register("unet")(UnetRecon)
@@ -265,4 +269,5 @@ UNET_VARIANTS: dict[str, dict[str, int]] = {
     "unet5": {"chans": 8, "num_pool_layers": 2},
     "unet-small": {"chans": 16, "num_pool_layers": 3},
 }
-register_variants(UnetRecon, UNET_VARIANTS)
+for _name, _architecture in UNET_VARIANTS.items():
+    register_preset(_name, UnetRecon, _architecture)

@@ -15,6 +15,7 @@ one extra forward pass of time); a smaller variant (fewer cascades or channels, 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mrirobust.errors import ConfigError, ShapeError
-from mrirobust.methods.base import register
-from mrirobust.methods.unet import TrainedNetwork, Unet, load_weights, pad_to, register_variants
+from mrirobust.errors import ShapeError
+from mrirobust.methods.base import register, register_preset
+from mrirobust.methods.settings import at_least
+from mrirobust.methods.unet import TrainedNetwork, Unet, load_weights, pad_to
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, fft2c, ifft2c
 from mrirobust.physics.masks import check_mask
@@ -179,20 +181,20 @@ class VarnetRecon(TrainedNetwork):
     # fastMRI trains its VarNet with an SSIM loss and Adam at lr 3e-4.
     train_defaults = {"loss": "ssim", "optimizer": "adam", "lr": 3e-4}
 
+    @classmethod
+    def check(cls, settings: Mapping[str, Any]) -> None:
+        at_least(settings, 1, "sens_chans", "sens_pools", "chans", "pools", "resolution_fix")
+        at_least(settings, 0, "num_cascades")
+
     def __post_init__(self) -> None:
-        self._require_positive("sens_chans", "sens_pools", "chans", "pools")
-        if self.num_cascades < 0:
-            raise ConfigError("num_cascades", f"{self.num_cascades} must be >= 0")
-        if self.resolution_fix is not None and self.resolution_fix < 1:
-            raise ConfigError("resolution_fix", f"{self.resolution_fix} must be a readout length >= 1 or None")
+        super().__post_init__()
         self.model = VarNet(self.num_cascades, self.sens_chans, self.sens_pools, self.chans, self.pools,
                             mask_center=self.mask_center, checkpoint_cascades=self.checkpoint_cascades)
         if self.checkpoint is not None:
             load_weights(self.model, self.checkpoint, prefix="varnet.")
 
-    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor,
-                    num_low_frequencies: int | torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
-        self.model.to(kspace.device)
+    def reconstruct_with(self, model: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
+                         num_low_frequencies: int | torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
         mask = check_mask(mask, kspace.shape).to(kspace.device)
         mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
         if mask.shape[1] != 1:
@@ -204,7 +206,7 @@ class VarnetRecon(TrainedNetwork):
             if mask.shape[-2] != 1:
                 raise ShapeError(f"resolution_fix needs a column mask (B, 1, 1, W), got {tuple(mask.shape)}")
             masked = fft2c(fit_height(ifft2c(masked), self.resolution_fix))
-        image = self.model(masked, mask, num_low_frequencies)
+        image = model(masked, mask, num_low_frequencies)
         return fit_height(image, height) if resample else image
 
 
@@ -222,4 +224,6 @@ VARNET_VARIANTS: dict[str, dict[str, int]] = {
 }
 # On the demo data, varnet-small reaches validation SSIM 0.89 in 20 epochs at lr 1e-3 (batch 2)
 # but only 0.77 at fastMRI's 3e-4 (batch 4).
-register_variants(VarnetRecon, VARNET_VARIANTS, train_defaults={"varnet-small": {"lr": 1e-3}})
+VARNET_TRAIN_DEFAULTS: dict[str, dict[str, float]] = {"varnet-small": {"lr": 1e-3}}
+for _name, _architecture in VARNET_VARIANTS.items():
+    register_preset(_name, VarnetRecon, _architecture, VARNET_TRAIN_DEFAULTS.get(_name))

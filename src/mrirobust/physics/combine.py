@@ -18,7 +18,8 @@ def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
 def sense_combine(coil_images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """sum_i conj(S_i) x_i / sum_i |S_i|^2 over the coil axis (-3); zero where all maps vanish.
 
-    Dividing by the map energy makes S x -> x exact for maps that are not normalised to one.
+    Dividing by the map energy makes S x -> x exact for maps that are not normalised to one. The
+    `zero-filled-sense` method (methods/baselines.py) is this of the zero-filled coil images.
     """
     if coil_images.shape[-3:] != maps.shape[-3:]:
         raise ShapeError(f"coil images {tuple(coil_images.shape)} do not fit coil maps {tuple(maps.shape)}")

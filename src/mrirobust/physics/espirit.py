@@ -25,6 +25,7 @@ Steps, batched over slices and all in torch (CPU or GPU):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -32,6 +33,36 @@ from mrirobust.errors import ConfigError, MriRobustError, ShapeError
 
 _SQUARINGS = 5  # G^32, about BART's 30 orthogonal-iteration steps
 _ROW_BLOCK_ELEMENTS = 2**22  # complex entries of G per block of rows (32 MiB of complex64)
+
+
+@dataclass(frozen=True)
+class EspiritSettings:
+    """The ESPIRiT settings a method (CG-SENSE, l1) or an experiment estimates maps with.
+
+    Defaults are BART `ecalib -m1`'s; a method's config holds them as one nested mapping
+    (`espirit: {calib_size: 24, ...}`).
+    """
+
+    calib_size: int = 24
+    kernel_size: int = 6
+    threshold: float = 0.001
+    crop: float = 0.8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calib_size, bool) or not isinstance(self.calib_size, int) or self.calib_size < 1:
+            raise ConfigError("calib_size", f"{self.calib_size!r} must be an integer >= 1")
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) \
+                or not 1 <= self.kernel_size <= self.calib_size:
+            raise ConfigError("kernel_size", f"{self.kernel_size!r} must be an integer between 1 and "
+                                             f"calib_size={self.calib_size}")
+        for name, value, high in (("threshold", self.threshold, 1.0), ("crop", self.crop, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+                raise ConfigError(name, f"{value!r} must be a number in [0, {high:g})")
+
+    def maps(self, kspace: torch.Tensor) -> torch.Tensor:
+        """`espirit_maps` of (under-sampled) k-space with these settings."""
+        return espirit_maps(kspace, calib_size=self.calib_size, kernel_size=self.kernel_size,
+                            threshold=self.threshold, crop=self.crop)
 
 
 def espirit_maps(

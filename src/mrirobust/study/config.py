@@ -20,7 +20,7 @@ from mrirobust.data.domains import FORMATS, Domain
 from mrirobust.errors import ConfigError, DataError
 from mrirobust.experiments.base import DataSource, experiment_type
 from mrirobust.experiments.spec import parse, parse_mask, yaml_where
-from mrirobust.methods.base import build
+from mrirobust.methods.base import describe
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.study import EXECUTORS
 from mrirobust.workflows.train import TrainConfig
@@ -167,7 +167,7 @@ def _method(label: str, value: Any, data: Mapping[str, DataSource]) -> MethodEnt
         raise ConfigError(f"{field}.name", "missing: a registered method, entry point or module:attr")
     train, tune = config.pop("train", None), config.pop("tune", None)
     try:
-        method = build(config)
+        method = describe(config)  # traits and checked settings; no network built, no checkpoint read
     except ConfigError as error:
         raise ConfigError(field, str(error)) from None
     if train is not None:
@@ -196,7 +196,7 @@ def _tune(tune: Any, field: str, config: dict[str, Any], data: Mapping[str, Data
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{field}.tune.grid.{key}", "expected a non-empty list of values")
         try:
-            build({**config, key: values[0]})
+            describe({**config, key: values[0]})
         except ConfigError as error:
             raise ConfigError(f"{field}.tune.grid.{key}", str(error)) from None
     _count(tune.get("images", 4), f"{field}.tune.images")

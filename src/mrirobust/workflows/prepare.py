@@ -17,7 +17,7 @@ import yaml
 from mrirobust.data.domains import Domain, data_identity
 from mrirobust.errors import ConfigError
 from mrirobust.hashing import digest
-from mrirobust.methods.base import build
+from mrirobust.methods.base import describe
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.workflows.train import TrainConfig, train
 from mrirobust.workflows.tune import save_config, tune
@@ -60,7 +60,7 @@ def parse_groups(groups: Mapping[str, Sequence[str | Mapping[str, Any]]]) -> lis
             label = config.pop("label", None)
             grid = config.pop("tune", None)
             train_settings = config.pop("train", None)
-            method = build(config)
+            method = describe(config)
             if grid is None and not method.trainable:
                 grid = TUNE_GRIDS.get(method.family)
             label = label or "-".join([config["name"], *(f"{k}{v}" for k, v in config.items() if k != "name")])
@@ -88,8 +88,8 @@ class PrepareSettings:
 def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared:
     """Train (trainable) or tune (with a grid) `model` on the source, or reuse the cached result."""
     train_config = replace(settings.train, **(model.train or {}))
-    torch.manual_seed(train_config.seed)  # the initial weights: a cached model depends only on its key
-    method = build(model.config)
+    torch.manual_seed(train_config.seed)  # as before: what follows in this process sees the same RNG state
+    method = describe(model.config)
     if method.trainable:
         train_set = source.dataset("train", required=True)
         val_set = source.dataset("val", required=True)
@@ -97,8 +97,8 @@ def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared
         key = digest({"config": method.config(), "train": data_identity(train_set), "val": data_identity(val_set),
                       "settings": fixed})
         folder = settings.cache / f"{model.label}-{key}"
-        if not (folder / "done.yaml").exists():
-            train(method, train_set, val_set, folder,
+        if not (folder / "done.yaml").exists():  # train() seeds the initial weights: they depend only on the key
+            train(model.config, train_set, val_set, folder,
                   replace(train_config, device=settings.device, progress=settings.progress))
             save_config(method.config(), folder / "done.yaml", note=f"trained on {source.root}")
         return Prepared(model, {**model.config, "checkpoint": str(folder / "best.ckpt")}, key)

@@ -1,7 +1,10 @@
 """Training of trainable methods (U-net, VarNet, plug-ins that declare `trainable`).
 
-Any method whose `reconstruct` is differentiable and whose weights live in `method.model` (a
-torch Module) can be trained here: masks are drawn per sample with fastMRI semantics and seeded
+`train(spec, ...)` builds the method from its spec under the run's seed, trains its module and
+writes checkpoints; the trained method is then built from the weights (`build({**spec,
+"checkpoint": result.best})`), so no built method is ever changed. A trainable method keeps its
+weights in `model` (a torch Module) and has `reconstruct_with(module, kspace, mask, **meta)`, its
+pipeline around any module of that architecture (`unet.TrainedNetwork`). Masks are drawn per sample with fastMRI semantics and seeded
 per (seed, epoch, slice); the loss compares the centre-cropped output with the target (L1, as
 fastMRI trains its U-net, or 1 - SSIM with the volume maximum as data range, as it trains
 VarNet); validation SSIM (fastMRI's volume-max variant) after every epoch; a checkpoint after
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +29,21 @@ from mrirobust.data.dataset import collate_samples
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.evaluate import evaluate
 from mrirobust.errors import ConfigError, MriRobustError
+from mrirobust.methods.base import MethodInfo, build, describe
+from mrirobust.methods.settings import at_least, checked_settings, one_of
+from mrirobust.methods.unet import check_state_dict, load_checkpoint
 from mrirobust.metrics import ssim
 from mrirobust.physics.fft import center_crop
-from mrirobust.physics.masks import MaskSpec
+from mrirobust.physics.masks import MASK_KINDS, MaskSpec
 
 LOSSES = ("l1", "ssim")
 OPTIMIZERS = ("adam", "rmsprop")
 CHECKPOINT = "last.ckpt"
 LOG_EVERY = 20  # steps between loss read-outs (progress bar, NaN check)
 BEST = "best.ckpt"
+FALLBACK_DEFAULTS = {"lr": 1e-3, "optimizer": "adam", "loss": "l1"}  # for methods that declare none
+# Settings a resumed run may change: they do not change what is computed.
+RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers")
 # Cards below this size get gradient checkpointing of VarNet cascades by default (fastMRI users
 # hit out-of-memory with the reference VarNet on 11 GB cards).
 SMALL_GPU_BYTES = 16 * 2**30
@@ -42,7 +51,10 @@ SMALL_GPU_BYTES = 16 * 2**30
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run; None means the method's own default (`train_defaults`)."""
+    """Settings of one training run; None means the method's own default (`train_defaults`).
+
+    Checked on construction (types and ranges; errors name the field), before any compute.
+    """
 
     epochs: int = 10
     batch_size: int = 1
@@ -63,21 +75,30 @@ class TrainConfig:
     max_val_slices: int | None = None
     progress: bool = True
 
-    def resolved(self, method: Any) -> "TrainConfig":
-        """This config with the method's defaults filled in, checked."""
-        defaults = dict(getattr(method, "train_defaults", {}) or {})
+    def __post_init__(self) -> None:
+        checked_settings(TrainConfig, asdict(self))
+
+    @classmethod
+    def check(cls, settings: Mapping[str, Any]) -> None:
+        """Ranges (called by `checked_settings`)."""
+        at_least(settings, 1, "epochs", "batch_size", "lr_step", "acceleration", "max_train_slices",
+                 "max_val_slices")
+        at_least(settings, 0, "weight_decay", "num_workers")
+        for name in ("lr", "lr_gamma"):
+            if settings[name] is not None and not settings[name] > 0:
+                raise ConfigError(name, f"{settings[name]!r} must be > 0")
+        if not 0 < settings["center_fraction"] < 1:
+            raise ConfigError("center_fraction", f"{settings['center_fraction']!r} must be in (0, 1)")
+        one_of(settings, "mask_type", MASK_KINDS)
+        for name, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS)):
+            if settings[name] is not None:
+                one_of(settings, name, choices)
+
+    def resolved(self, method: MethodInfo | Any) -> "TrainConfig":
+        """This config with the method's `train_defaults` (a MethodInfo's or a method's) filled in."""
+        defaults = {**FALLBACK_DEFAULTS, **(getattr(method, "train_defaults", {}) or {})}
         values = asdict(self)
-        for key in ("lr", "optimizer", "loss"):
-            if values[key] is None:
-                values[key] = defaults.get(key, {"lr": 1e-3, "optimizer": "adam", "loss": "l1"}[key])
-        config = TrainConfig(**values)
-        if config.loss not in LOSSES:
-            raise ConfigError("loss", f"unknown {config.loss!r}; choose one of {', '.join(LOSSES)}")
-        if config.optimizer not in OPTIMIZERS:
-            raise ConfigError("optimizer", f"unknown {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if config.epochs < 1 or config.batch_size < 1:
-            raise ConfigError("epochs/batch_size", "must be at least 1")
-        return config
+        return TrainConfig(**{**values, **{k: defaults[k] for k in FALLBACK_DEFAULTS if values[k] is None}})
 
     @property
     def mask_spec(self) -> MaskSpec:
@@ -115,8 +136,9 @@ def _masked(sample: Sample, spec: MaskSpec, seed: Any = None) -> Sample:
 
 def _model(method: Any) -> torch.nn.Module:
     model = getattr(method, "model", None)
-    if not isinstance(model, torch.nn.Module) or not getattr(method, "trainable", False):
-        raise ConfigError("method", f"{getattr(method, 'name', method)!r} is not trainable (no `model` Module)")
+    if not isinstance(model, torch.nn.Module) or not callable(getattr(method, "reconstruct_with", None)):
+        raise ConfigError("method", f"{method.name!r} declares `trainable` but has no `model` Module and "
+                                    "`reconstruct_with(model, ...)` (see methods.train)")
     return model
 
 
@@ -164,21 +186,28 @@ def validate(method: Any, samples: Any, indices: Sequence[int], spec: MaskSpec, 
     return sum(values) / len(values)
 
 
-def train(method: Any, train_samples: Any, val_samples: Any | None, out: str | Path,
+def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | None, out: str | Path,
           config: TrainConfig) -> TrainResult:
-    """Train `method.model` in place; resumes from `out/last.ckpt` when it exists.
+    """Build the method `spec` (a name or config, as `build` takes) under `config.seed` and train its
+    module; resumes from `out/last.ckpt` when it exists. Build the trained method from
+    `result.best` (or `result.last`).
 
     `train_samples`/`val_samples` are indexable collections of fully sampled Samples (e.g. a
     SliceDataset). On a NaN loss the run stops with an error and the last good checkpoint stays.
     """
-    config = config.resolved(method)
+    info = describe(spec)
+    if not info.trainable:
+        raise ConfigError("method", f"{info.name!r} is not trainable (family {info.family!r})")
+    config = config.resolved(info)
     out = Path(out)
     rank, world = _distributed()
     device = torch.device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(config.seed)  # the initial weights: a run depends only on its settings
+    method = build(spec)
     model = _model(method).to(device)
-    _memory_aware_defaults(method, device, rank)
+    _memory_aware_defaults(model, device, rank)
     torch.manual_seed(config.seed)
 
     train_idx = list(range(len(train_samples)))[: config.max_train_slices]
@@ -187,8 +216,7 @@ def train(method: Any, train_samples: Any, val_samples: Any | None, out: str | P
     sampler = torch.utils.data.DistributedSampler(loader_data, seed=config.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(config.seed)
 
-    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    method.model = trained  # reconstruct() calls self.model, so DDP's forward syncs gradients
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model  # its forward syncs
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
                  if config.optimizer == "adam"
@@ -202,85 +230,109 @@ def train(method: Any, train_samples: Any, val_samples: Any | None, out: str | P
     result = TrainResult(last=out / CHECKPOINT, best=out / BEST)
     start_epoch, best_ssim = 0, -math.inf
     if result.last.exists():
-        state = torch.load(result.last, map_location=device, weights_only=False)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        start_epoch, result.history = state["epoch"] + 1, state["history"]
+        start_epoch, result.history = _resume(result.last, model, optimizer, scheduler, config)
         best_ssim = max((h["val_ssim"] for h in result.history if "val_ssim" in h), default=-math.inf)
         if rank == 0:
-            print(f"resuming from {result.last} after epoch {state['epoch'] + 1}")
+            print(f"resuming from {result.last} after epoch {start_epoch}")
 
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            loader_data.epoch = epoch
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            generator.manual_seed(config.seed + epoch)
-            loader = DataLoader(loader_data, batch_size=config.batch_size, shuffle=sampler is None,
-                                sampler=sampler, generator=generator, collate_fn=collate_samples,
-                                num_workers=config.num_workers)
-            model.train()
-            total = torch.zeros((), device=device)  # summed on the device: no host sync per step
-            steps = 0
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress or rank)
-            for step, batch in enumerate(bar):
-                target = batch["target"].to(device)
-                with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
-                                    enabled=config.amp):
-                    image = method.reconstruct(batch["kspace"].to(device), batch["mask"].to(device),
-                                               target_shape=tuple(target.shape[-2:]))
-                loss = loss_fn(center_crop(image, tuple(target.shape[-2:])).float(), target,
-                               _max_values(batch["meta"], target))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                total, steps = total + loss.detach(), steps + 1
-                if steps % LOG_EVERY == 0 or steps == len(loader):
-                    mean = float(total) / steps  # one sync every LOG_EVERY steps
-                    if not math.isfinite(mean):
-                        raise MriRobustError(
-                            f"training loss became {mean} at epoch {epoch + 1} (by step {step + 1}); stopped. "
-                            + (f"The last good checkpoint is {result.last}." if result.last.exists()
-                               else "No checkpoint was written yet.")
-                        )
-                    bar.set_postfix(loss=f"{mean:.4f}")
-            if scheduler is not None:
-                scheduler.step()
-            entry = {"epoch": epoch + 1, "train_loss": float(total) / max(steps, 1), "lr": optimizer.param_groups[0]["lr"]}
-            if rank == 0:
-                if val_idx:
-                    entry["val_ssim"] = validate(method, val_samples, val_idx, config.mask_spec, str(device),
-                                                 config.batch_size)
-                result.history.append(entry)
-                state = {"method": _config_without_checkpoint(method), "state_dict": model.state_dict(),
-                         "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict() if scheduler else None,
-                         "epoch": epoch, "history": result.history, "train_config": asdict(config)}
-                if entry.get("val_ssim", -math.inf) > best_ssim or not val_idx:
-                    best_ssim = entry.get("val_ssim", best_ssim)
-                    _save(result.best, state)
-                _save(result.last, state)
-                if config.progress:
-                    print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
-    finally:
-        method.model = model
+    for epoch in range(start_epoch, config.epochs):
+        loader_data.epoch = epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        generator.manual_seed(config.seed + epoch)
+        loader = DataLoader(loader_data, batch_size=config.batch_size, shuffle=sampler is None,
+                            sampler=sampler, generator=generator, collate_fn=collate_samples,
+                            num_workers=config.num_workers)
+        model.train()
+        total = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        steps = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress or rank)
+        for step, batch in enumerate(bar):
+            target = batch["target"].to(device)
+            with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                                enabled=config.amp):
+                image = method.reconstruct_with(trained, batch["kspace"].to(device), batch["mask"].to(device),
+                                                target_shape=tuple(target.shape[-2:]))
+            loss = loss_fn(center_crop(image, tuple(target.shape[-2:])).float(), target,
+                           _max_values(batch["meta"], target))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total, steps = total + loss.detach(), steps + 1
+            if steps % LOG_EVERY == 0 or steps == len(loader):
+                mean = float(total) / steps  # one sync every LOG_EVERY steps
+                if not math.isfinite(mean):
+                    raise MriRobustError(
+                        f"training loss became {mean} at epoch {epoch + 1} (by step {step + 1}); stopped. "
+                        + (f"The last good checkpoint is {result.last}." if result.last.exists()
+                           else "No checkpoint was written yet.")
+                    )
+                bar.set_postfix(loss=f"{mean:.4f}")
+        if scheduler is not None:
+            scheduler.step()
+        entry = {"epoch": epoch + 1, "train_loss": float(total) / max(steps, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if rank == 0:
+            if val_idx:
+                entry["val_ssim"] = validate(method, val_samples, val_idx, config.mask_spec, str(device),
+                                             config.batch_size)
+            result.history.append(entry)
+            state = {"method": _config_without_checkpoint(info), "state_dict": model.state_dict(),
+                     "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict() if scheduler else None,
+                     "epoch": epoch, "history": result.history, "train_config": asdict(config)}
+            if entry.get("val_ssim", -math.inf) > best_ssim or not val_idx:
+                best_ssim = entry.get("val_ssim", best_ssim)
+                _save(result.best, state)
+            _save(result.last, state)
+            if config.progress:
+                print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
     return result
 
 
-def _config_without_checkpoint(method: Any) -> dict[str, Any]:
-    config = dict(method.config()) if hasattr(method, "config") else {"name": getattr(method, "name", "")}
+def _config_without_checkpoint(info: MethodInfo) -> dict[str, Any]:
+    config = info.config()
     config.pop("checkpoint", None)
     return config
 
 
-def _memory_aware_defaults(method: Any, device: torch.device, rank: int) -> None:
-    """Turn on VarNet cascade checkpointing on small GPUs unless the user chose otherwise."""
-    if device.type != "cuda" or not hasattr(method, "checkpoint_cascades") or method.checkpoint_cascades:
+def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any, config: TrainConfig) -> tuple[int, list[dict[str, float]]]:
+    """Restore weights, optimiser and scheduler from `path`; (first epoch to run, history so far).
+
+    A file that is not this run's checkpoint (junk, another architecture or other settings) is
+    a one-line ConfigError naming it, before any training step.
+    """
+    fresh = "delete it or choose another output folder to start afresh"
+    state = load_checkpoint(path)
+    keys = ("state_dict", "optimizer", "epoch", "history", "train_config")
+    if not isinstance(state, Mapping) or not all(k in state for k in keys):
+        raise ConfigError("checkpoint", f"{path}: not a checkpoint written by `mrirobust train`; {fresh}")
+    check_state_dict(model, state["state_dict"], str(path))
+    saved, current = dict(state["train_config"]), asdict(config)
+    changed = next((k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]), None)
+    if changed is not None:
+        raise ConfigError(changed, f"{path} was trained with {changed}={saved.get(changed)!r}, not "
+                                   f"{current[changed]!r}; {fresh}")
+    try:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ConfigError("checkpoint", f"{path}: cannot restore the optimiser ({type(error).__name__}); "
+                                        f"{fresh}") from None
+    return state["epoch"] + 1, list(state["history"])
+
+
+def _memory_aware_defaults(model: torch.nn.Module, device: torch.device, rank: int) -> None:
+    """Turn on VarNet cascade checkpointing on small GPUs unless the user chose otherwise.
+
+    Set on the module being trained (same outputs and gradients, less memory), not on a method.
+    """
+    if device.type != "cuda" or getattr(model, "checkpoint_cascades", True):
         return
     if torch.cuda.get_device_properties(device).total_memory < SMALL_GPU_BYTES:
-        method.checkpoint_cascades = True
+        model.checkpoint_cascades = True
         if rank == 0:
             print("GPU has < 16 GB: checkpointing VarNet cascades to save memory")

@@ -17,7 +17,7 @@ import yaml
 from mrirobust.atomic import atomic_path
 from mrirobust.evaluate import evaluate
 from mrirobust.errors import ConfigError
-from mrirobust.methods.base import build
+from mrirobust.methods.base import build, describe
 from mrirobust.physics.masks import MaskSpec
 
 # The settings worth tuning per family, as in the paper: l1's lambda and iterations, the
@@ -51,9 +51,9 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def default_grid(base: str | Mapping[str, Any]) -> dict[str, list[Any]]:
     """The family's default grid for `base` (a ConfigError if its family has none)."""
-    method = build(base)
+    method = describe(base)
     grid = DEFAULT_GRIDS.get(method.family)
-    settings = set(method.config())
+    settings = set(method.settings)
     if grid is None or not set(grid) <= settings:
         raise ConfigError("--grid", f"no default grid for {method.name!r} (family {method.family!r}); "
                                     "give one with --grid KEY=V1,V2,...")
@@ -64,7 +64,7 @@ def tune(base: str | Mapping[str, Any], grid: Mapping[str, Sequence[Any]], sampl
          spec: MaskSpec, *, device: str = "cpu", batch_size: int = 4, progress: bool = True) -> TuneResult:
     """Score every grid point of `base` on `samples` (mean SSIM) and return the best config."""
 
-    base_config = build(base).config()
+    base_config = describe(base).config()
     unknown = sorted(set(grid) - set(base_config))
     if unknown:
         raise ConfigError("--grid", f"{base_config['name']!r} has no setting {', '.join(unknown)}; "
