@@ -83,7 +83,7 @@ def _score_batch(batch: list[Sample], methods: Sequence[Reconstructor], spec: Ma
     masks = stack_masks([m for m, _ in drawn]).to(device)
     kspace = torch.stack([s.kspace for s in batch]).to(device)
     masked = kspace * masks
-    targets = torch.stack([_target(s) for s in batch]).to(device)
+    targets = torch.stack([s.require_target() for s in batch]).to(device)
     volume_max = all(s.meta.max_value is not None for s in batch)
     max_values = torch.tensor([s.meta.max_value or 0.0 for s in batch], device=device)
     for method in methods:
@@ -122,12 +122,6 @@ def summarise(rows: Sequence[dict], *, confidence: float = 0.95, seed: int = 0) 
             entry[key] = (mean, low, high)
         summary.append(entry)
     return summary
-
-
-def _target(sample: Sample) -> torch.Tensor:
-    if sample.target is None:
-        raise ValueError(f"{sample.meta.file} slice {sample.meta.slice} has no target to score against")
-    return sample.target
 
 
 def run_recon(
