@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -172,15 +174,19 @@ def test_slice_out_of_range(train_file):
 
 # --- a full disk: an OSError naming the file, never a crash or a partial file -----------------
 class FullDisk(io.FileIO):
-    """A file on a disk with `room` bytes left: a write beyond it fails with ENOSPC."""
+    """A file on a disk with `room` bytes left: a write beyond it fails with ENOSPC (or, with
+    `interrupt`, the user presses Ctrl-C during that write, which then goes through)."""
 
-    def __init__(self, path, mode, room: int) -> None:
+    def __init__(self, path, mode, room: int, interrupt: bool = False) -> None:
         super().__init__(path, mode.replace("b", ""))
-        self.room = room
+        self.room, self.interrupt = room, interrupt
 
     def write(self, data) -> int:
         size = memoryview(data).nbytes
-        if self.tell() + size > self.room:
+        if self.tell() + size > self.room and self.interrupt:
+            self.room = math.inf
+            signal.raise_signal(signal.SIGINT)
+        elif self.tell() + size > self.room:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return super().write(data)
 
@@ -194,6 +200,16 @@ def test_a_full_disk_raises_enospc_naming_the_file_and_leaves_nothing(train_file
     with pytest.raises(OSError) as caught:
         write_volume(path, kspace, target=target)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_ctrl_c_inside_an_hdf5_write_leaves_nothing(train_file, monkeypatch):
+    path, kspace, target = train_file
+    before = path.read_bytes()
+    monkeypatch.setattr(fastmri, "open", lambda p, mode: FullDisk(p, mode, 5000, interrupt=True), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        write_volume(path, kspace, target=target)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 

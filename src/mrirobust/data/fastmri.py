@@ -14,6 +14,8 @@ Every problem a user can cause with a file raises `DataError(path, problem)`.
 
 from __future__ import annotations
 
+import signal
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -104,8 +106,8 @@ def _header_xml(encoded: tuple[int, int, int], recon: tuple[int, int, int], widt
 
 class _WriteGuard:
     """A file for h5py's fileobj driver that keeps the first write failure (ENOSPC, EFBIG, EIO)
-    from HDF5: HDF5 crashes (segfault) closing a file whose write failed, so the failure is
-    swallowed while h5py writes and raised by `check` once h5py has closed the file."""
+    from HDF5: HDF5 crashes (segfault) closing a file whose write failed, so the failure is held
+    while h5py finishes (writing nothing more) and raised by `check` once h5py has closed the file."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self._handle = handle
@@ -139,9 +141,26 @@ class _WriteGuard:
 
 
 @contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends: raised inside one of HDF5's write callbacks (Python code
+    here) it would crash HDF5 as a failed write does. Only the main thread gets KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda *received: held.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held and callable(previous):
+        previous(*held[0])  # Python's default handler raises KeyboardInterrupt
+
+
+@contextmanager
 def _hdf5_writer(path: Path) -> Iterator[h5py.File]:
     """An HDF5 file open for writing at `path` whose disk errors come back as the OSError itself."""
-    with open(path, "w+b") as handle:
+    with _interrupts_held(), open(path, "w+b") as handle:
         guard = _WriteGuard(handle)
         try:
             with h5py.File(guard, "w") as hf:
