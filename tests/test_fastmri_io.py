@@ -18,7 +18,7 @@ import pytest
 import torch
 from fastmri.data.mri_data import SliceDataset as FastmriSliceDataset
 
-from mrirobust.data import fastmri
+from mrirobust.data import hdf5_output
 from mrirobust.data.fastmri import read_header, read_slice, write_volume
 from mrirobust.errors import DataError
 
@@ -196,7 +196,7 @@ def test_a_full_disk_raises_enospc_naming_the_file_and_leaves_nothing(train_file
     path, kspace, target = train_file
     before = path.read_bytes()
     assert room < len(before)
-    monkeypatch.setattr(fastmri, "open", lambda p, mode: FullDisk(p, mode, room), raising=False)
+    monkeypatch.setattr(hdf5_output, "open", lambda p, mode, **_: FullDisk(p, mode, room), raising=False)
     with pytest.raises(OSError) as caught:
         write_volume(path, kspace, target=target)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
@@ -207,7 +207,8 @@ def test_a_full_disk_raises_enospc_naming_the_file_and_leaves_nothing(train_file
 def test_ctrl_c_inside_an_hdf5_write_leaves_nothing(train_file, monkeypatch):
     path, kspace, target = train_file
     before = path.read_bytes()
-    monkeypatch.setattr(fastmri, "open", lambda p, mode: FullDisk(p, mode, 5000, interrupt=True), raising=False)
+    monkeypatch.setattr(hdf5_output, "open", lambda p, mode, **_: FullDisk(p, mode, 5000, interrupt=True),
+                        raising=False)
     with pytest.raises(KeyboardInterrupt):
         write_volume(path, kspace, target=target)
     assert path.read_bytes() == before

@@ -14,19 +14,17 @@ Every problem a user can cause with a file raises `DataError(path, problem)`.
 
 from __future__ import annotations
 
-import signal
-import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 
+from mrirobust.data.hdf5_output import hdf5_writer
 from mrirobust.data.sample import NO_TARGET, Sample, SampleMeta
 from mrirobust.atomic import atomic_path
 from mrirobust.errors import DataError
@@ -104,73 +102,6 @@ def _header_xml(encoded: tuple[int, int, int], recon: tuple[int, int, int], widt
     )
 
 
-class _WriteGuard:
-    """A file for h5py's fileobj driver that keeps the first write failure (ENOSPC, EFBIG, EIO)
-    from HDF5: HDF5 crashes (segfault) closing a file whose write failed, so the failure is held
-    while h5py finishes (writing nothing more) and raised by `check` once h5py has closed the file."""
-
-    def __init__(self, handle: BinaryIO) -> None:
-        self._handle = handle
-        self.error: OSError | None = None
-
-    def _guarded(self, call: Callable[..., Any], *args: Any, fallback: Any = None) -> Any:
-        if self.error is None:
-            try:
-                return call(*args)
-            except OSError as error:
-                self.error = error
-        return fallback
-
-    def write(self, data: Any) -> int:
-        return self._guarded(self._handle.write, data, fallback=memoryview(data).nbytes)
-
-    def truncate(self, size: int | None = None) -> int | None:
-        return self._guarded(self._handle.truncate, size, fallback=size)
-
-    def flush(self) -> None:
-        self._guarded(self._handle.flush)
-
-    def __getattr__(self, name: str) -> Any:  # read, readinto, seek, tell
-        return getattr(self._handle, name)
-
-    def check(self) -> None:
-        """Raise the first write failure, if any (after flushing what is buffered)."""
-        self.flush()
-        if self.error is not None:
-            raise self.error
-
-
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends: raised inside one of HDF5's write callbacks (Python code
-    here) it would crash HDF5 as a failed write does. Only the main thread gets KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda *received: held.append(received))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if held and callable(previous):
-        previous(*held[0])  # Python's default handler raises KeyboardInterrupt
-
-
-@contextmanager
-def _hdf5_writer(path: Path) -> Iterator[h5py.File]:
-    """An HDF5 file open for writing at `path` whose disk errors come back as the OSError itself."""
-    with _interrupts_held(), open(path, "w+b") as handle:
-        guard = _WriteGuard(handle)
-        try:
-            with h5py.File(guard, "w") as hf:
-                yield hf
-        except Exception:
-            guard.check()  # the disk error, not what HDF5 made of it
-            raise
-        guard.check()
-
-
 def write_volume(
     path: str | Path,
     kspace: np.ndarray,
@@ -206,7 +137,7 @@ def write_volume(
     header = _header_xml((height, width, 1), (*recon_size, 1), width)
 
     with atomic_path(path) as tmp:
-        with _hdf5_writer(tmp) as hf:
+        with hdf5_writer(tmp) as hf:
             # One chunk per slice: reading a slice touches exactly its own bytes.
             hf.create_dataset("kspace", data=kspace.astype(np.complex64, copy=False),
                               chunks=(1, *kspace.shape[1:]))
