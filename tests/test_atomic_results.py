@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mrirobust.atomic import _HOST, TEMP_SUFFIX, atomic_path, temp_owner
+from mrirobust.atomic import _HOST, TEMP_SUFFIX, atomic_path, check_output, temp_owner
+from mrirobust.errors import DataError
 from mrirobust.results import format_summary, write_csv
 
 
@@ -102,4 +103,27 @@ def test_an_output_that_is_a_folder_or_below_a_file_is_named(tmp_path):
             with atomic_path(below) as tmp:
                 tmp.write_text("x")
         assert caught.value.filename == str(tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+
+
+def test_check_output_before_any_compute(tmp_path, monkeypatch):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    check_output(tmp_path / "new" / "deeper" / "rows.csv")
+    check_output(tmp_path / "file")  # an existing file is replaced
+    check_output(tmp_path / "folder", folder=True)
+    check_output(tmp_path / "new-folder", folder=True)
+    bad = {
+        (tmp_path / "folder", False): f"{tmp_path / 'folder'}: is a folder, expected a file",
+        (tmp_path / "file", True): f"{tmp_path / 'file'}: is a file, not a folder",
+        (tmp_path / "file" / "rows.csv", False): f"{tmp_path / 'file'}: is a file, not a folder",
+        (tmp_path / "file" / "sub" / "x", True): f"{tmp_path / 'file'}: is a file, not a folder",
+    }
+    for (path, folder), message in bad.items():
+        with pytest.raises(DataError) as caught:
+            check_output(path, folder=folder)
+        assert str(caught.value) == message
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without write permission
+    with pytest.raises(DataError, match=f"{tmp_path / 'folder'}: permission denied"):
+        check_output(tmp_path / "folder" / "rows.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]

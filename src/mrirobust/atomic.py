@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mrirobust.errors import DataError
+
 TEMP_SUFFIX = ".mrirobust.tmp"
 _HOST = socket.gethostname().replace(".", "-") or "host"
 # Output errors that carry no file name (a write, a flush) and so must be the output's.
@@ -61,6 +63,20 @@ def make_folder(folder: Path) -> None:
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
         raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(blocker)) from None
+
+
+def check_output(path: str | Path, *, folder: bool = False) -> None:
+    """Before any compute: DataError unless `path` can be written as a file (or, with `folder`,
+    created or filled as a folder): no folder where the file goes, no file where a folder must
+    be, and the nearest existing folder writable. Creates nothing."""
+    path = Path(path)
+    if path.exists() and folder != path.is_dir():
+        raise DataError(path, "is a file, not a folder" if folder else "is a folder, expected a file")
+    existing = path if path.is_dir() else next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise DataError(existing, "is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):  # what the final rename needs
+        raise DataError(existing, "permission denied: cannot write in this folder")
 
 
 @contextmanager
