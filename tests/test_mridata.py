@@ -135,3 +135,14 @@ def test_acquisitions_of_the_wrong_dtype(phantom_file, tmp_path, dtype, message)
     for read in (read_mridata_volume, MridataSliceDataset):
         with pytest.raises(DataError, match=f"bad.h5: {message}"):
             read(path)
+
+
+def test_a_non_integer_matrix_size_is_named(phantom_file, tmp_path):
+    path = tmp_path / "bad.h5"
+    path.write_bytes(phantom_file[0].read_bytes())
+    with h5py.File(path, "r+") as hf:
+        xml = hf["dataset/xml"][0]
+        hf["dataset/xml"][0] = xml.replace(f"<y>{NY}</y>".encode(), b"<y>24.5</y>", 1)
+    with pytest.raises(DataError, match=r"bad.h5: the ISMRMRD XML header's encodedSpace/matrixSize is "
+                                        r"\('32', '24.5', '20'\), not integers"):
+        read_mridata_volume(path)

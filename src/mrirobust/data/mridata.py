@@ -111,7 +111,14 @@ class _Lines:
             nodes = [None if root is None else
                      root.find(f".//{{{ISMRMRD_NS}}}{space}/{{{ISMRMRD_NS}}}matrixSize/{{{ISMRMRD_NS}}}{a}")
                      for a in "xyz"]
-            return None if None in nodes else tuple(int(n.text) for n in nodes)
+            if None in nodes:
+                return None
+            try:
+                return tuple(int(n.text or "") for n in nodes)
+            except ValueError:
+                texts = ", ".join(repr(n.text or "") for n in nodes)
+                raise DataError(self.path, f"the ISMRMRD XML header's {space}/matrixSize is ({texts}), "
+                                           "not integers") from None
 
         encoded = size("encodedSpace")
         if encoded is None:
