@@ -73,6 +73,20 @@ def test_unknown_or_broken_csv_is_a_data_error(tmp_path):
         read_annotations(bad)
 
 
+@pytest.mark.parametrize("rows, message", [
+    ("f,1,No,1,1,1,1,x\nf,2,No,1,1\n", "line 3: 5 fields, but the header has 8"),  # short
+    ("f,1,No,1,1,1,1,x,extra,more\n", "line 2: 10 fields, but the header has 8"),  # long
+])
+def test_a_row_of_the_wrong_length_is_named(tmp_path, rows, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,slice,study_level,x,y,width,height,label\n" + rows)
+    with pytest.raises(DataError, match=f"bad.csv: {message}"):
+        read_annotations(bad)
+    bad.write_bytes(b"file,slice\xff\n")
+    with pytest.raises(DataError, match="bad.csv: not a readable CSV text file"):
+        read_annotations(bad)
+
+
 def test_select_by_label_and_size():
     boxes = [Box("f", 0, "Meniscus Tear", 0, 0, 5, 5), Box("f", 0, "Bone- Subchondral edema", 0, 0, 5, 5),
              Box("f", 0, "Meniscus Tear", 0, 0, 40, 5)]

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import h5py
 import ismrmrd.xsd
 import numpy as np
@@ -9,6 +18,7 @@ import pytest
 import torch
 from fastmri.data.mri_data import SliceDataset as FastmriSliceDataset
 
+from mrirobust.data import hdf5_output
 from mrirobust.data.fastmri import read_header, read_slice, write_volume
 from mrirobust.errors import DataError
 
@@ -160,3 +170,97 @@ def test_slice_out_of_range(train_file):
     path, _, _ = train_file
     with pytest.raises(DataError, match=f"file1000001.h5: slice index {S} out of range: the file has {S} slices"):
         read_slice(path, S)
+
+
+# --- a full disk: an OSError naming the file, never a crash or a partial file -----------------
+class FullDisk(io.FileIO):
+    """A file on a disk with `room` bytes left: a write beyond it fails with ENOSPC (or, with
+    `interrupt`, the user presses Ctrl-C during that write, which then goes through)."""
+
+    def __init__(self, path, mode, room: int, interrupt: bool = False) -> None:
+        super().__init__(path, mode.replace("b", ""))
+        self.room, self.interrupt = room, interrupt
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if self.tell() + size > self.room and self.interrupt:
+            self.room = math.inf
+            signal.raise_signal(signal.SIGINT)
+        elif self.tell() + size > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+@pytest.mark.parametrize("room", [0, 200, 5000, 30000])
+def test_a_full_disk_raises_enospc_naming_the_file_and_leaves_nothing(train_file, monkeypatch, room):
+    path, kspace, target = train_file
+    before = path.read_bytes()
+    assert room < len(before)
+    monkeypatch.setattr(hdf5_output, "open", lambda p, mode, **_: FullDisk(p, mode, room), raising=False)
+    with pytest.raises(OSError) as caught:
+        write_volume(path, kspace, target=target)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_ctrl_c_inside_an_hdf5_write_leaves_nothing(train_file, monkeypatch):
+    path, kspace, target = train_file
+    before = path.read_bytes()
+    monkeypatch.setattr(hdf5_output, "open", lambda p, mode, **_: FullDisk(p, mode, 5000, interrupt=True),
+                        raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        write_volume(path, kspace, target=target)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_a_file_size_limit_is_an_error_not_a_segfault(tmp_path):
+    """A real failing write below HDF5 (RLIMIT_FSIZE: EFBIG), in a child process."""
+    code = ("import resource, signal, sys, numpy as np\n"
+            "from mrirobust.data.fastmri import write_volume\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))\n"
+            "try:\n"
+            "    write_volume(sys.argv[1], np.ones((4, 4, 64, 64), np.complex64))\n"
+            "except OSError as error:\n"
+            "    print(error.errno, error.filename)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.h5")], env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(errno.EFBIG), str(tmp_path / "big.h5")]
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- layouts that are not what they claim --------------------------------------------------------
+def test_kspace_stored_as_a_group(train_file):
+    path, _, _ = train_file
+    with h5py.File(path, "r+") as hf:
+        del hf["kspace"]
+        hf.create_group("kspace")
+    with pytest.raises(DataError, match="file1000001.h5: 'kspace' is an HDF5 group, expected a dataset"):
+        read_header(path)
+
+
+@pytest.mark.parametrize("field, text", [("center", "six"), ("maximum", "11.5"), ("center", "")])
+def test_a_non_integer_header_field_is_named(train_file, field, text):
+    path, _, _ = train_file
+    with h5py.File(path, "r+") as hf:
+        xml = hf["ismrmrd_header"][()].decode()
+        old = f"<{field}>{W // 2 if field == 'center' else W - 1}</{field}>"
+        xml = xml.replace(old, f"<{field}>{text}</{field}>")
+        del hf["ismrmrd_header"]
+        hf["ismrmrd_header"] = xml.encode()
+    with pytest.raises(DataError, match=f"file1000001.h5: ismrmrd_header .*kspace_encoding_step_1/{field} "
+                                        f"is '{text}', not an integer"):
+        read_header(path)
+
+
+def test_a_file_without_target_says_so_when_a_target_is_needed(tmp_path):
+    kspace, _ = volume()
+    path = write_volume(tmp_path / "file_test.h5", kspace, mask=np.ones(W, bool))
+    with pytest.raises(DataError, match="file_test.h5: has no reconstruction_rss target"):
+        read_header(path).require_target()
+    with pytest.raises(DataError, match="file_test.h5: slice 1 has no reconstruction_rss target"):
+        read_slice(path, 1).require_target()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import ismrmrd
 import ismrmrd.xsd
 import numpy as np
@@ -102,8 +103,46 @@ def test_bad_files(tmp_path):
     text.write_text("not hdf5")
     with pytest.raises(DataError, match="notes.h5.*not a readable HDF5"):
         read_mridata_volume(text)
-    import h5py
     with h5py.File(tmp_path / "fastmri.h5", "w") as hf:
         hf["kspace"] = np.zeros((1, 2, 4, 4), np.complex64)
     with pytest.raises(DataError, match="fastmri.h5.*no 'dataset/data'"):
         read_mridata_volume(tmp_path / "fastmri.h5")
+
+
+def _rewrite_data(path, dtype) -> None:
+    """Replace dataset/data by a dataset of `dtype` holding the same number of rows."""
+    with h5py.File(path, "r+") as hf:
+        rows = hf["dataset/data"].shape[0]
+        del hf["dataset/data"]
+        hf.create_dataset("dataset/data", shape=(rows,), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype, message", [
+    (np.float32, "dataset/data is float32, expected ISMRMRD acquisitions"),
+    (np.dtype([("head", [("flags", "<u8")]), ("data", h5py.vlen_dtype(np.float32))]),
+     "dataset/data head lacks active_channels, idx, number_of_samples"),
+    ("float64-samples", "dataset/data samples are float64, expected variable-length float32"),
+])
+def test_acquisitions_of_the_wrong_dtype(phantom_file, tmp_path, dtype, message):
+    path = tmp_path / "bad.h5"
+    path.write_bytes(phantom_file[0].read_bytes())
+    if dtype == "float64-samples":
+        with h5py.File(path) as hf:
+            original = hf["dataset/data"].dtype
+        dtype = np.dtype([(name, h5py.vlen_dtype(np.float64) if name == "data" else original[name])
+                          for name in original.names])
+    _rewrite_data(path, dtype)
+    for read in (read_mridata_volume, MridataSliceDataset):
+        with pytest.raises(DataError, match=f"bad.h5: {message}"):
+            read(path)
+
+
+def test_a_non_integer_matrix_size_is_named(phantom_file, tmp_path):
+    path = tmp_path / "bad.h5"
+    path.write_bytes(phantom_file[0].read_bytes())
+    with h5py.File(path, "r+") as hf:
+        xml = hf["dataset/xml"][0]
+        hf["dataset/xml"][0] = xml.replace(f"<y>{NY}</y>".encode(), b"<y>24.5</y>", 1)
+    with pytest.raises(DataError, match=r"bad.h5: the ISMRMRD XML header's encodedSpace/matrixSize is "
+                                        r"\('32', '24.5', '20'\), not integers"):
+        read_mridata_volume(path)

@@ -1,7 +1,7 @@
 """The `mrirobust` command line.
 
-Every user-causable error (a MriRobustError) is printed as one line without a traceback and
-exits with status 2.
+Every user-causable error is printed as one line without a traceback and exits with status 2
+(130 after Ctrl-C): `clean_errors.run_cleanly` wraps every command.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 
-from mrirobust.errors import ConfigError, MriRobustError
+from mrirobust.clean_errors import run_cleanly
+from mrirobust.errors import ConfigError
 from mrirobust.study import EXECUTORS
 
 
@@ -248,12 +249,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        args.run(args)
-    except MriRobustError as error:
-        print(f"mrirobust: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cleanly(lambda: args.run(args))
 
 
 if __name__ == "__main__":

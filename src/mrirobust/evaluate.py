@@ -19,7 +19,6 @@ from tqdm import tqdm
 import mrirobust
 from mrirobust import schema
 from mrirobust.data.sample import Sample, draw_mask
-from mrirobust.errors import DataError
 from mrirobust.hashing import digest
 from mrirobust.methods.base import checked_reconstruct
 from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, bootstrap_ci, score
@@ -62,10 +61,7 @@ class Batch:
 
     @classmethod
     def load(cls, samples: Sequence[Sample], spec: MaskSpec, device: str | torch.device) -> Batch:
-        for s in samples:
-            if s.target is None:
-                raise DataError(s.meta.file, f"slice {s.meta.slice} has no reconstruction_rss target to score "
-                                             "against")
+        targets = [s.require_target() for s in samples]  # a DataError naming the file if one has none
         drawn = [draw_mask(s, spec) for s in samples]
         volume_max = all(s.meta.max_value is not None for s in samples)
         return cls(
@@ -74,7 +70,7 @@ class Batch:
             mask_seeds=["from-file" if seed is None else Path(s.meta.file).name
                         for s, (_, seed) in zip(samples, drawn)],
             full=torch.stack([s.kspace for s in samples]).to(device),
-            targets=torch.stack([s.target for s in samples]).to(device),
+            targets=torch.stack(targets).to(device),
             max_values=torch.tensor([s.meta.max_value or 0.0 for s in samples], device=device),
             ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX,
         )

@@ -63,12 +63,19 @@ def read_annotations(path: str | Path) -> Annotations:
     path = Path(path)
     try:
         with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-            header = tuple(rows[0].keys()) if rows else ()
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = tuple(reader.fieldnames or ())
     except OSError as error:
         raise DataError(path, f"cannot read the annotations: {error.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(path, f"not a readable CSV text file: {error}") from None
     if not rows:
         raise DataError(path, "no annotation rows")
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():  # csv's marks of a long and a short row
+            fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or ())
+            raise DataError(path, f"line {line}: {fields} fields, but the header has {len(header)}")
     if set(FASTMRI_PLUS_FIELDS) <= set(header):
         return _fastmri_plus(path, rows)
     if set(CALIVA_FIELDS) <= set(header):

@@ -24,7 +24,8 @@ import h5py
 import numpy as np
 import torch
 
-from mrirobust.data.sample import Sample, SampleMeta
+from mrirobust.data.hdf5_output import hdf5_writer
+from mrirobust.data.sample import NO_TARGET, Sample, SampleMeta
 from mrirobust.atomic import atomic_path
 from mrirobust.errors import DataError
 
@@ -58,6 +59,12 @@ class VolumeInfo:
     def from_dict(cls, d: Mapping[str, Any]) -> "VolumeInfo":
         """Inverse of `dataclasses.asdict` after a JSON round trip (lists back to tuples)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def require_target(self) -> "VolumeInfo":
+        """self, or DataError if the file has no `reconstruction_rss` (before scoring anything)."""
+        if self.target_shape is None:
+            raise DataError(self.path, NO_TARGET)
+        return self
 
 
 def guess_anatomy(acquisition: str, filename: str) -> str:
@@ -130,7 +137,7 @@ def write_volume(
     header = _header_xml((height, width, 1), (*recon_size, 1), width)
 
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as hf:
+        with hdf5_writer(tmp) as hf:
             # One chunk per slice: reading a slice touches exactly its own bytes.
             hf.create_dataset("kspace", data=kspace.astype(np.complex64, copy=False),
                               chunks=(1, *kspace.shape[1:]))
@@ -164,21 +171,37 @@ def _attr_str(hf: h5py.File, key: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _dataset(path: Path, hf: h5py.File, key: str) -> h5py.Dataset:
+    """hf[key], or DataError if it is a group (or anything else) rather than a dataset."""
+    node = hf[key]
+    if not isinstance(node, h5py.Dataset):
+        raise DataError(path, f"'{key}' is an HDF5 {type(node).__name__.lower()}, expected a dataset")
+    return node
+
+
 def _parse_header(path: Path, hf: h5py.File, height: int, width: int, target_shape):
     """(encoded_size, recon_size, padding_left, padding_right); a file without header is unpadded."""
     recon_default = (*(target_shape or (height, width)), 1)
     if "ismrmrd_header" not in hf:
         return (height, width, 1), recon_default, 0, width
+    text = _dataset(path, hf, "ismrmrd_header")[()]
+    if isinstance(text, np.ndarray) and text.dtype.kind in "OSU" and text.size == 1:
+        text = text.reshape(()).item()  # a one-element string array
+    if not isinstance(text, (bytes, str)):
+        raise DataError(path, f"ismrmrd_header is {type(text).__name__}, expected XML text")
     try:
-        root = ET.fromstring(hf["ismrmrd_header"][()])
+        root = ET.fromstring(text)
     except ET.ParseError as err:
         raise DataError(path, f"ismrmrd_header is not valid XML: {err}") from None
 
     def find(*tags: str) -> int:
         node = root.find("." + "".join(f"//{{{ISMRMRD_NS}}}{t}" for t in tags))
-        if node is None or node.text is None:
+        if node is None:
             raise DataError(path, f"ismrmrd_header has no {'/'.join(tags)}")
-        return int(node.text)
+        try:
+            return int(node.text or "")
+        except ValueError:
+            raise DataError(path, f"ismrmrd_header {'/'.join(tags)} is {node.text or ''!r}, not an integer") from None
 
     enc = tuple(find("encoding", "encodedSpace", "matrixSize", a) for a in "xyz")
     rec = tuple(find("encoding", "reconSpace", "matrixSize", a) for a in "xyz")
@@ -190,7 +213,7 @@ def _parse_header(path: Path, hf: h5py.File, height: int, width: int, target_sha
 def _info(path: Path, hf: h5py.File) -> VolumeInfo:
     if "kspace" not in hf:
         raise DataError(path, f"no 'kspace' dataset (found: {', '.join(hf.keys()) or 'nothing'})")
-    kspace = hf["kspace"]
+    kspace = _dataset(path, hf, "kspace")
     if kspace.ndim != 4:
         hint = " (a single-coil file? only multi-coil files are supported)" if kspace.ndim == 3 else ""
         raise DataError(path, f"kspace has {kspace.ndim} dimensions {kspace.shape}, expected 4: "
@@ -200,7 +223,7 @@ def _info(path: Path, hf: h5py.File) -> VolumeInfo:
     slices, coils, height, width = kspace.shape
     target_shape = None
     if TARGET_KEY in hf:
-        target = hf[TARGET_KEY]
+        target = _dataset(path, hf, TARGET_KEY)
         if target.ndim != 3 or target.shape[0] != slices:
             raise DataError(path, f"{TARGET_KEY} has shape {target.shape}, expected ({slices}, h, w)")
         target_shape = tuple(target.shape[1:])

@@ -32,6 +32,7 @@ from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, ifft2c
 
 ACQUISITION = "stanford-3d-fse"
+_HEAD_FIELDS = {"flags", "number_of_samples", "active_channels", "idx"}
 CHUNK_LINES = 4096
 Size3 = tuple[int, int, int]
 # Lines that are not imaging data of the 3-D k-space.
@@ -74,12 +75,28 @@ class _Lines:
         if "dataset/data" not in self.file:
             raise DataError(self.path, "not an ISMRMRD raw-data file: no 'dataset/data' acquisitions")
         self.data = self.file["dataset/data"]
+        self._check_layout()
         first = self.data.fields("head")[:64]
         first = first[(first["flags"] & _SKIP_FLAGS) == 0]
         if first.size == 0:
             raise DataError(self.path, "no imaging acquisitions among the first 64 (all noise/calibration?)")
         self.num_x, self.num_coils = int(first["number_of_samples"][0]), int(first["active_channels"][0])
         self.encoded_size, self.recon_size = self._sizes()
+
+    def _check_layout(self) -> None:
+        """The acquisitions are ISMRMRD's compound rows: a header with the fields read here and
+        the samples as variable-length float32 (interleaved complex64)."""
+        dtype = self.data.dtype if isinstance(self.data, h5py.Dataset) else None
+        expected = "ISMRMRD acquisitions (compound rows of head, traj, data)"
+        if dtype is None or not {"head", "data"} <= set(dtype.names or ()):
+            raise DataError(self.path, f"dataset/data is {dtype or 'a group'}, expected {expected}")
+        missing = _HEAD_FIELDS - set(dtype["head"].names or ())
+        if missing:
+            raise DataError(self.path, f"dataset/data head lacks {', '.join(sorted(missing))}; expected {expected}")
+        samples = h5py.check_vlen_dtype(dtype["data"])
+        if samples != np.float32:
+            raise DataError(self.path, f"dataset/data samples are {samples or dtype['data']}, expected "
+                                       "variable-length float32 (interleaved complex64)")
 
     def _sizes(self) -> tuple[Size3, Size3]:
         """Encoded and recon (x, y, z) from the XML header, else (slowly) from every line's indices."""
@@ -94,7 +111,14 @@ class _Lines:
             nodes = [None if root is None else
                      root.find(f".//{{{ISMRMRD_NS}}}{space}/{{{ISMRMRD_NS}}}matrixSize/{{{ISMRMRD_NS}}}{a}")
                      for a in "xyz"]
-            return None if None in nodes else tuple(int(n.text) for n in nodes)
+            if None in nodes:
+                return None
+            try:
+                return tuple(int(n.text or "") for n in nodes)
+            except ValueError:
+                texts = ", ".join(repr(n.text or "") for n in nodes)
+                raise DataError(self.path, f"the ISMRMRD XML header's {space}/matrixSize is ({texts}), "
+                                           "not integers") from None
 
         encoded = size("encodedSpace")
         if encoded is None:

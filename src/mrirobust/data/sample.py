@@ -18,7 +18,11 @@ from typing import Any
 
 import torch
 
+from mrirobust.errors import DataError
 from mrirobust.physics.masks import MaskSpec, Seed, seed_from_filename
+
+NO_TARGET = ("has no reconstruction_rss target to score against (test/challenge files carry none; "
+             "score on train/val files)")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,12 @@ class Sample:
     @property
     def shape(self) -> tuple[int, int]:
         return int(self.kspace.shape[-2]), int(self.kspace.shape[-1])
+
+    def require_target(self) -> torch.Tensor:
+        """The target, or DataError naming the file when it has none (scoring needs it)."""
+        if self.target is None:
+            raise DataError(self.meta.file, f"slice {self.meta.slice} {NO_TARGET}")
+        return self.target
 
     def to(self, device: torch.device | str) -> "Sample":
         """The same sample with its tensors on `device`."""

@@ -87,7 +87,8 @@ def _per_slice(values: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def _clip(z: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Projection onto {z = 0 off the mask, ||z|| <= radius} per slice (exact: zero, then scale)."""
+    """Projection onto {z = 0 off the mask, ||z|| <= radius} per slice for the iterates (which live
+    in units of the radius); what an attack returns goes through `_fit`."""
     z = torch.where(mask, z, torch.zeros((), dtype=z.dtype, device=z.device))
     norm = _norms(z)
     factor = torch.where(norm > radius, radius / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.ones_like(norm))
@@ -95,14 +96,49 @@ def _clip(z: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 
 def _radius(kspace: torch.Tensor, reference: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """eps ||reference|| per slice as the output dtype computes it."""
     return eps * _norms(kspace if reference is None else reference).to(kspace.real.dtype)
 
 
+# Relative shrinks tried in turn on the slices whose rounded z still has a norm above the radius.
+_SHRINKS = (2.0**-22, 2.0**-18, 2.0**-14, 2.0**-10)
+
+
+def _fit(z: torch.Tensor, kspace: torch.Tensor, reference: torch.Tensor | None, eps: float,
+         mask: torch.Tensor, *, sphere: bool = False) -> torch.Tensor:
+    """z zeroed off the mask and scaled into the ball ||z|| <= eps ||ref|| (onto its sphere if `sphere`).
+
+    The budget holds exactly as computed both in float64 and in z's own dtype (float32 for
+    complex64): the scale is computed in float64, and a slice whose rounded result still has a
+    norm above the radius (rounding of the elements or of the float32 norm) is shrunk by a few ulps
+    until it fits; a slice that never fits (none seen) would become zero.
+    """
+    ref = kspace if reference is None else reference
+    radius64, radius = eps * _norms(ref.to(torch.complex128)), _radius(kspace, reference, eps)
+    wide = torch.where(mask, z, torch.zeros((), dtype=z.dtype, device=z.device)).to(torch.complex128)
+    norm = _norms(wide)
+    factor = torch.where(norm > 0, torch.minimum(radius64, radius.to(torch.float64)) / norm, torch.zeros_like(norm))
+    factor = factor if sphere else factor.clamp_max(1.0)
+
+    def scaled(factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = (wide * _per_slice(factor, wide.ndim)).to(z.dtype)
+        return out, (_norms(out.to(torch.complex128)) > radius64) | (_norms(out) > radius)
+
+    out, outside = scaled(factor)
+    for shrink in _SHRINKS:
+        if not bool(outside.any()):
+            return out
+        factor = torch.where(outside, factor * (1 - shrink), factor)
+        out, outside = scaled(factor)
+    return torch.where(_per_slice(outside, out.ndim), torch.zeros((), dtype=out.dtype, device=out.device), out)
+
+
 def project(z: torch.Tensor, reference: torch.Tensor, eps: float, mask: torch.Tensor) -> torch.Tensor:
-    """The exact projection of z (B, C, H, W) onto {z = 0 off the mask, ||z|| <= eps ||reference||}."""
+    """The projection of z (B, C, H, W) onto {z = 0 off the mask, ||z|| <= eps ||reference||}, the
+    budget holding exactly (see `_fit`)."""
     eps = check_eps(eps)
     mask = check_mask(mask, z.shape).to(z.device)
-    return _clip(z, eps * _norms(reference).to(z.real.dtype), mask)
+    return _fit(z, z, reference, eps, mask)
 
 
 def _unit(t: torch.Tensor) -> torch.Tensor:
@@ -127,7 +163,7 @@ def random_perturbation(
     eps = check_eps(eps)
     mask = check_mask(mask, kspace.shape).to(kspace.device)
     direction = _gaussian_direction(kspace, mask, _generator(kspace.device, seed))
-    return direction * _per_slice(_radius(kspace, reference, eps), kspace.ndim)
+    return _fit(direction, kspace, reference, eps, mask, sphere=True)
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -263,7 +299,8 @@ def pgd(
                     active &= history[-1] - history.pop(0) >= ADAM_MIN_CHANGE
     settings = {"steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "optimizer": optimizer,
                 "reference": "kspace" if reference is None else "given", "crop": crop}
-    return AttackResult(best_z.detach(), clean, best_image.detach(), best_obj.detach(), _label(method),
+    best_z = _fit(best_z.detach(), kspace, reference, eps, mask)  # moves z by an ulp at most
+    return AttackResult(best_z, clean, best_image.detach(), best_obj.detach(), _label(method),
                         "pgd" if optimizer == "l2" else "pgd-adam", eps, settings)
 
 
@@ -332,7 +369,8 @@ def two_step(
                 u.copy_(_clip(u + sign * step_z * _unit(u.grad * mask), ones, mask))
     settings = {"beta": beta, "steps": steps, "clean_iters": clean_iters, "lr": lr, "lr_z": step_z, "z_step": z_step,
                 "seed": seed, "reference": "kspace" if reference is None else "given", "crop": crop}
-    return apply_perturbation(method, kspace, mask, (scale * u).detach(), eps=eps, attack="two-step",
+    z = _fit((scale * u).detach(), kspace, reference, eps, mask)
+    return apply_perturbation(method, kspace, mask, z, eps=eps, attack="two-step",
                               settings=settings, crop=crop, **meta)
 
 
@@ -368,7 +406,7 @@ def worst_case_linear(
             out = apply(v)
             (grad,) = torch.autograd.grad(out, v, grad_outputs=out)
             v = _unit(grad * mask)
-    z = v.detach() * _per_slice(_radius(kspace, reference, eps), kspace.ndim)
+    z = _fit(v.detach(), kspace, reference, eps, mask, sphere=True)
     with torch.no_grad():
         change = apply(kspace + z) - apply(kspace)
         objective = 0.5 * change.abs().square().flatten(1).sum(dim=1)
