@@ -39,7 +39,8 @@ def translate(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     ky = _centred_frequencies(height, images.device)
     kx = _centred_frequencies(width, images.device)
     shifts = shifts.to(torch.float64)
-    phase = ky[None, :, None] * (shifts[:, 0, None, None] / height) + kx[None, None, :] * (shifts[:, 1, None, None] / width)
+    rows, cols = shifts[:, 0, None, None] / height, shifts[:, 1, None, None] / width
+    phase = ky[None, :, None] * rows + kx[None, None, :] * cols
     ramp = torch.polar(torch.ones_like(phase), -2 * math.pi * phase).to(images.dtype)
     return ifft2c(fft2c(images) * ramp)
 
@@ -50,7 +51,7 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     The centre is ((H - 1) / 2, (W - 1) / 2), the centre torch.rot90 turns about, so +90 degrees
     on a square image is torch.rot90(images, 1, dims=(-2, -1)). Pixels from outside are zero.
     """
-    n, height, width = images.shape
+    height, width = images.shape[-2:]
     theta = torch.deg2rad(degrees.to(torch.float64))[:, None, None]
     rows = (torch.arange(height, device=images.device, dtype=torch.float64) - (height - 1) / 2)[None, :, None]
     cols = (torch.arange(width, device=images.device, dtype=torch.float64) - (width - 1) / 2)[None, None, :]
@@ -59,8 +60,7 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     # grid_sample's normalised coordinates (align_corners=False): pixel i sits at (2i + 1) / n - 1.
     grid = torch.stack([(2 * source_cols + width) / width - 1, (2 * source_rows + height) / height - 1], dim=-1)
     real = torch.view_as_real(images).permute(0, 3, 1, 2)  # (N, 2, H, W)
-    real_dtype = real.dtype
-    sampled = F.grid_sample(real, grid.to(real_dtype).expand(n, height, width, 2), mode="bilinear",
+    sampled = F.grid_sample(real, grid.to(real.dtype), mode="bilinear",
                             padding_mode="zeros", align_corners=False)
     return torch.view_as_complex(sampled.permute(0, 2, 3, 1).contiguous())
 

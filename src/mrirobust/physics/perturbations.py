@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,68 +28,15 @@ import torch
 
 from mrirobust.errors import ConfigError, ShapeError
 from mrirobust.physics.masks import Seed, check_mask, mask_spec, poisson_disc_mask
+from mrirobust.physics.perturbation_base import (
+    Perturbation,
+    draw_params,
+    measured_entries,
+    setting,
+    signed,
+)
 from mrirobust.physics.motion import rigid_motion_kspace
 from mrirobust.physics.offresonance import off_resonance_kspace
-
-
-@dataclass(frozen=True, kw_only=True)
-class Perturbation:
-    """The fields every kind shares; subclasses add settings and implement `n_params`/`apply`."""
-
-    kind: ClassVar[str] = ""
-    needs_maps: ClassVar[bool] = False
-    severity: float = 0.0
-    seed: int = 0
-    params: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        severity = self.severity
-        if isinstance(severity, bool) or not isinstance(severity, numbers.Real) or not math.isfinite(severity) \
-                or severity < 0:
-            raise ConfigError(f"{self.kind}.severity", f"{severity!r} must be a number >= 0")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ConfigError(f"{self.kind}.seed", f"{self.seed!r} must be an integer")
-        object.__setattr__(self, "severity", float(severity))
-        if self.params is not None:
-            params = tuple(float(p) for p in self.params)
-            if not all(0 <= p <= 1 for p in params):
-                raise ConfigError(f"{self.kind}.params", f"{params} must lie in [0, 1]")
-            object.__setattr__(self, "params", params)
-
-    def record(self) -> dict[str, Any]:
-        """Kind plus every field, for result rows (params as a list or None)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["params"] = None if self.params is None else list(self.params)
-        return {"kind": self.kind, **values}
-
-    def n_params(self, shape: tuple[int, ...]) -> int:
-        """Number of unit-box coordinates for k-space of `shape` (B, C, H, W)."""
-        return 0
-
-    def apply(self, kspace: torch.Tensor, u: torch.Tensor, maps: torch.Tensor | None,
-              mask: torch.Tensor) -> torch.Tensor:
-        """The perturbed k-space at this severity (> 0) from params `u` (P,) float64 on the host."""
-        raise NotImplementedError
-
-
-def _setting(condition: bool, kind: str, name: str, problem: str) -> None:
-    if not condition:
-        raise ConfigError(f"{kind}.{name}", problem)
-
-
-def _signed(u: torch.Tensor) -> torch.Tensor:
-    """Unit-box coordinates [0, 1] as amplitudes in [-1, 1]."""
-    return 2 * u - 1
-
-
-def _per_slice(values: torch.Tensor) -> torch.Tensor:
-    return values.reshape(-1, 1, 1, 1)
-
-
-def _measured(mask: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """The measured entries (B, H, W) of k-space of `shape` (the mask has no coil dimension)."""
-    batch, _, height, width = shape
-    return mask.expand(batch, 1, height, width)[:, 0] if mask.ndim == 4 else mask.expand(batch, height, width)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,16 +51,20 @@ class Noise(Perturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _setting(self.max_sigma > 0, self.kind, "max_sigma", f"{self.max_sigma} must be > 0")
+        setting(self.max_sigma > 0, self.kind, "max_sigma", f"{self.max_sigma} must be > 0")
+
+    def severity_one(self):
+        return (f"complex Gaussian noise of std {self.max_sigma:g} x the RMS of the measured k-space "
+                f"(k-space SNR {-20 * math.log10(self.max_sigma):.1f} dB)")
 
     def apply(self, kspace, u, maps, mask):
-        measured = _measured(mask, kspace.shape)[:, None]
+        measured = measured_entries(mask, kspace.shape)[:, None]
         power = (kspace.abs().square() * measured).sum(dim=(1, 2, 3))
         count = measured.sum(dim=(1, 2, 3)) * kspace.shape[1]
         sigma = self.severity * self.max_sigma * torch.sqrt(power / count)
         generator = torch.Generator(device=kspace.device).manual_seed(self.seed)
         noise = torch.randn((1, *kspace.shape[1:]), generator=generator, device=kspace.device, dtype=kspace.dtype)
-        return kspace + _per_slice(sigma).to(kspace.real.dtype) * noise
+        return kspace + sigma.reshape(-1, 1, 1, 1).to(kspace.real.dtype) * noise
 
 
 def noise_at_snr(snr_db: float, *, seed: int = 0, max_sigma: float = 0.2) -> Noise:
@@ -134,13 +84,16 @@ class LinePhase(Perturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _setting(self.max_scale > 0, self.kind, "max_scale", f"{self.max_scale} must be > 0")
+        setting(self.max_scale > 0, self.kind, "max_scale", f"{self.max_scale} must be > 0")
+
+    def severity_one(self):
+        return f"odd and even phase-encode lines each turned by a phase in [-pi a, pi a], a = {self.max_scale:g}"
 
     def n_params(self, shape):
         return 2
 
     def apply(self, kspace, u, maps, mask):
-        odd, even = (math.pi * self.severity * self.max_scale * _signed(u)).tolist()
+        odd, even = (math.pi * self.severity * self.max_scale * signed(u)).tolist()
         width = kspace.shape[-1]
         theta = torch.where(torch.arange(width) % 2 == 0, even, odd).to(torch.float64)
         phase = torch.polar(torch.ones_like(theta), -theta).to(device=kspace.device, dtype=kspace.dtype)
@@ -168,12 +121,16 @@ class RigidMotion(Perturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _setting(self.shots >= 2, self.kind, "shots", f"{self.shots} must be >= 2")
-        _setting(self.events >= 1, self.kind, "events", f"{self.events} must be >= 1")
-        _setting(self.max_shift >= 0 and self.max_rotation >= 0, self.kind, "max_shift/max_rotation",
+        setting(self.shots >= 2, self.kind, "shots", f"{self.shots} must be >= 2")
+        setting(self.events >= 1, self.kind, "events", f"{self.events} must be >= 1")
+        setting(self.max_shift >= 0 and self.max_rotation >= 0, self.kind, "max_shift/max_rotation",
                  "must be >= 0")
-        _setting(self.ordering in ("interleaved", "sequential"), self.kind, "ordering",
+        setting(self.ordering in ("interleaved", "sequential"), self.kind, "ordering",
                  f"{self.ordering!r}: choose interleaved or sequential")
+
+    def severity_one(self):
+        return (f"{self.events} motion events over {self.shots} {self.ordering} shots, shifts up to "
+                f"{self.max_shift:g} px and rotations up to {self.max_rotation:g} degrees")
 
     def n_params(self, shape):
         return 4 * self.events
@@ -184,8 +141,8 @@ class RigidMotion(Perturbation):
         order = torch.argsort(start, stable=True)
         start = start[order]
         scale = self.severity * torch.tensor([self.max_shift, self.max_shift, self.max_rotation], dtype=torch.float64)
-        poses = _signed(u[order, 1:]) * scale
-        acquired = _measured(mask, kspace.shape).any(dim=1)  # (B, W)
+        poses = signed(u[order, 1:]) * scale
+        acquired = measured_entries(mask, kspace.shape).any(dim=1)  # (B, W)
         rank = acquired.long().cumsum(dim=1) - 1
         if self.ordering == "interleaved":
             shot = rank % self.shots
@@ -212,8 +169,11 @@ class Spikes(Perturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _setting(self.count >= 1, self.kind, "count", f"{self.count} must be >= 1")
-        _setting(self.max_intensity > 0, self.kind, "max_intensity", f"{self.max_intensity} must be > 0")
+        setting(self.count >= 1, self.kind, "count", f"{self.count} must be >= 1")
+        setting(self.max_intensity > 0, self.kind, "max_intensity", f"{self.max_intensity} must be > 0")
+
+    def severity_one(self):
+        return f"{self.count} spikes, each {self.max_intensity:g} x the coil's peak k-space magnitude"
 
     def n_params(self, shape):
         return 2 * self.count
@@ -221,7 +181,7 @@ class Spikes(Perturbation):
     def apply(self, kspace, u, maps, mask):
         batch, coils, height, width = kspace.shape
         u = u.reshape(self.count, 2).to(kspace.device)
-        measured = _measured(mask, kspace.shape).reshape(batch, -1)
+        measured = measured_entries(mask, kspace.shape).reshape(batch, -1)
         cumulative = measured.long().cumsum(dim=1)
         total = cumulative[:, -1:]
         if int(total.min()) < self.count:
@@ -257,8 +217,16 @@ class CoilFault(Perturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _setting(self.mode in COIL_MODES, self.kind, "mode", f"{self.mode!r}: choose one of {', '.join(COIL_MODES)}")
-        _setting(0 < self.max_fraction < 1, self.kind, "max_fraction", f"{self.max_fraction} must be in (0, 1)")
+        setting(self.mode in COIL_MODES, self.kind, "mode", f"{self.mode!r}: choose one of {', '.join(COIL_MODES)}")
+        setting(0 < self.max_fraction < 1, self.kind, "max_fraction", f"{self.max_fraction} must be in (0, 1)")
+
+    def severity_one(self):
+        return {
+            "drop": f"ceil({self.max_fraction:g} x coils) coils zeroed",
+            "fewer": f"ceil({self.max_fraction:g} x coils) coils removed",
+            "gain": f"one coil's gain x{2 ** self.max_log2_gain:g} or x{2 ** -self.max_log2_gain:g}",
+            "phase": f"one coil's phase turned by +-{self.max_phase:g} degrees",
+        }[self.mode]
 
     def n_params(self, shape):
         return shape[1] + 1
@@ -284,7 +252,7 @@ class CoilFault(Perturbation):
         failing[self.failing(u, coils)] = True
         if self.mode == "fewer":
             return kspace[:, (~failing).to(kspace.device)]
-        amplitude = self.severity * float(_signed(u[coils]))
+        amplitude = self.severity * float(signed(u[coils]))
         factor = {
             "drop": 0.0,
             "gain": 2.0 ** (amplitude * self.max_log2_gain),
@@ -310,8 +278,12 @@ class OffResonance(Perturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _setting(self.max_hz > 0 and self.readout_ms > 0, self.kind, "max_hz/readout_ms", "must be > 0")
-        _setting(self.order >= 0, self.kind, "order", f"{self.order} must be >= 0")
+        setting(self.max_hz > 0 and self.readout_ms > 0, self.kind, "max_hz/readout_ms", "must be > 0")
+        setting(self.order >= 0, self.kind, "order", f"{self.order} must be >= 0")
+
+    def severity_one(self):
+        return (f"a smooth B0 map (degree {self.order}) up to {self.max_hz:g} Hz with a {self.readout_ms:g} ms "
+                f"readout: at most {self.max_hz * self.readout_ms / 1000:g} px readout displacement")
 
     def n_params(self, shape):
         return (self.order + 1) * (self.order + 2) // 2
@@ -323,7 +295,7 @@ class OffResonance(Perturbation):
         powers = [(i, j) for i in range(self.order + 1) for j in range(self.order + 1 - i)]
         weights = torch.tensor([1 / (1 + i + j) for i, j in powers], dtype=torch.float64)
         terms = torch.stack([(y**i) * (x**j) for i, j in powers])
-        polynomial = ((weights * _signed(u))[:, None, None] * terms).sum(dim=0) / weights.sum()
+        polynomial = ((weights * signed(u))[:, None, None] * terms).sum(dim=0) / weights.sum()
         return self.severity * self.max_hz * polynomial
 
     def apply(self, kspace, u, maps, mask):
@@ -351,11 +323,15 @@ class SamplingShift(Perturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _setting(self.mask_kind in SAMPLING_KINDS, self.kind, "mask_kind",
+        setting(self.mask_kind in SAMPLING_KINDS, self.kind, "mask_kind",
                  f"{self.mask_kind!r}: choose one of {', '.join(SAMPLING_KINDS)}")
-        _setting(1 <= self.base_acceleration <= self.max_acceleration, self.kind, "accelerations",
+        setting(1 <= self.base_acceleration <= self.max_acceleration, self.kind, "accelerations",
                  f"need 1 <= base_acceleration <= max_acceleration, got {self.base_acceleration}, "
                  f"{self.max_acceleration}")
+
+    def severity_one(self):
+        return (f"a {self.mask_kind} mask at {self.max_acceleration:g}x (the {self.base_acceleration:g}x base "
+                f"at severity 0 keeps the method's own mask), centre fraction {self.center_fraction:g}")
 
     @property
     def acceleration(self) -> float:
@@ -381,15 +357,7 @@ KINDS: dict[str, type[Perturbation]] = {
     cls.kind: cls for cls in (Noise, LinePhase, RigidMotion, Spikes, CoilFault, OffResonance, SamplingShift)
 }
 
-SEVERITY_ONE: dict[str, str] = {
-    "noise": "complex Gaussian noise of 0.2 x the RMS of the measured k-space (k-space SNR 14 dB)",
-    "line-phase": "odd/even phase-encode lines each shifted by a phase in [-pi/2, pi/2] (meddlr a = 0.5)",
-    "motion": "3 motion events over 50 interleaved shots, shifts up to 3 px and rotations up to 3 degrees",
-    "spikes": "3 spikes, each 0.25 x the coil's peak k-space magnitude",
-    "coils": "drop: half the coils zeroed; fewer: half removed; gain: one coil x2 or x0.5; phase: +-90 degrees",
-    "b0": "smooth B0 map up to 250 Hz with an 8 ms readout (at most 2 px readout displacement)",
-    "sampling": "another mask at 12x (from the 4x base at severity 0), centre fraction 0.08",
-}
+SEVERITY_ONE: dict[str, str] = {kind: cls().severity_one() for kind, cls in KINDS.items()}
 
 
 def make(kind: str, severity: float = 0.0, seed: int = 0, **settings: Any) -> Perturbation:
@@ -401,17 +369,6 @@ def make(kind: str, severity: float = 0.0, seed: int = 0, **settings: Any) -> Pe
     if unknown:
         raise ConfigError(kind, f"unknown settings {unknown}; known: {sorted(names - {'severity', 'seed'})}")
     return KINDS[kind](severity=severity, seed=seed, **settings)
-
-
-def draw_params(spec: Perturbation, shape: tuple[int, ...]) -> tuple[float, ...]:
-    """The spec's unit-box params for k-space of `shape`: its own, or drawn from its seed."""
-    count = spec.n_params(tuple(shape))
-    if spec.params is not None:
-        if len(spec.params) != count:
-            raise ConfigError(f"{spec.kind}.params", f"{len(spec.params)} values; k-space {tuple(shape)} needs {count}")
-        return spec.params
-    generator = torch.Generator().manual_seed(int(spec.seed))
-    return tuple(torch.rand(count, generator=generator, dtype=torch.float64).tolist())
 
 
 def perturb(kspace: torch.Tensor, spec: Perturbation, *, maps: torch.Tensor | None = None,

@@ -169,7 +169,8 @@ class AccelerationSweep:
 
 
 @torch.no_grad()
-def acceleration_sweep(method: Any, case: Case, sweep: AccelerationSweep, **meta: Any) -> dict[float, dict[str, torch.Tensor]]:
+def acceleration_sweep(method: Any, case: Case, sweep: AccelerationSweep,
+                       **meta: Any) -> dict[float, dict[str, torch.Tensor]]:
     """Per-slice metrics at every acceleration (case.mask is replaced by the sweep's masks)."""
     crop = tuple(case.target.shape[-2:])
     results = {}
