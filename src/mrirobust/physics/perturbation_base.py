@@ -28,13 +28,12 @@ class Perturbation:
     params: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        severity = self.severity
-        if isinstance(severity, bool) or not isinstance(severity, numbers.Real) or not math.isfinite(severity) \
-                or severity < 0:
-            raise ConfigError(f"{self.kind}.severity", f"{severity!r} must be a number >= 0")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ConfigError(f"{self.kind}.seed", f"{self.seed!r} must be an integer")
-        object.__setattr__(self, "severity", float(severity))
+        for field in dataclasses.fields(self):  # every setting has the type of its default
+            if field.name != "params":
+                object.__setattr__(self, field.name, _typed(self.kind, field.name, getattr(self, field.name),
+                                                            field.default))
+        if not math.isfinite(self.severity) or self.severity < 0:
+            raise ConfigError(f"{self.kind}.severity", f"{self.severity!r} must be a finite number >= 0")
         if self.params is not None:
             params = tuple(float(p) for p in self.params)
             if not all(0 <= p <= 1 for p in params):
@@ -59,6 +58,20 @@ class Perturbation:
               mask: torch.Tensor) -> torch.Tensor:
         """The perturbed k-space at this severity (> 0) from params `u` (P,) float64 on the host."""
         raise NotImplementedError
+
+
+def _typed(kind: str, name: str, value: Any, default: Any) -> Any:
+    """`value` as the type of `default` (an int where a float is expected is fine), or ConfigError."""
+    if isinstance(default, float):
+        fits = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        value = float(value) if fits else value
+    elif isinstance(default, int) and not isinstance(default, bool):
+        fits = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, type(default))
+    if not fits:
+        raise ConfigError(f"{kind}.{name}", f"{value!r} must be of type {type(default).__name__}")
+    return value
 
 
 def setting(condition: bool, kind: str, name: str, problem: str) -> None:

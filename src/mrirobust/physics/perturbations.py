@@ -124,9 +124,9 @@ class RigidMotion(Perturbation):
         setting(self.shots >= 2, self.kind, "shots", f"{self.shots} must be >= 2")
         setting(self.events >= 1, self.kind, "events", f"{self.events} must be >= 1")
         setting(self.max_shift >= 0 and self.max_rotation >= 0, self.kind, "max_shift/max_rotation",
-                 "must be >= 0")
+                "must be >= 0")
         setting(self.ordering in ("interleaved", "sequential"), self.kind, "ordering",
-                 f"{self.ordering!r}: choose interleaved or sequential")
+                f"{self.ordering!r}: choose interleaved or sequential")
 
     def severity_one(self):
         return (f"{self.events} motion events over {self.shots} {self.ordering} shots, shifts up to "
@@ -324,10 +324,10 @@ class SamplingShift(Perturbation):
     def __post_init__(self) -> None:
         super().__post_init__()
         setting(self.mask_kind in SAMPLING_KINDS, self.kind, "mask_kind",
-                 f"{self.mask_kind!r}: choose one of {', '.join(SAMPLING_KINDS)}")
+                f"{self.mask_kind!r}: choose one of {', '.join(SAMPLING_KINDS)}")
         setting(1 <= self.base_acceleration <= self.max_acceleration, self.kind, "accelerations",
-                 f"need 1 <= base_acceleration <= max_acceleration, got {self.base_acceleration}, "
-                 f"{self.max_acceleration}")
+                f"need 1 <= base_acceleration <= max_acceleration, got {self.base_acceleration}, "
+                f"{self.max_acceleration}")
 
     def severity_one(self):
         return (f"a {self.mask_kind} mask at {self.max_acceleration:g}x (the {self.base_acceleration:g}x base "
