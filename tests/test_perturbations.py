@@ -220,6 +220,19 @@ def test_worst_case_is_at_least_as_bad_as_every_swept_point():
     assert found.score == min(value for _, value in found.evaluated)  # the worst of everything it tried
 
 
+def test_matched_l2_attack_is_at_least_as_strong_as_the_perturbation():
+    """On a linear method the attack's optimum over the ball beats any one point of it, the
+    perturbation's own change included (PGD reaches 99.7% of that optimum, tests/test_attacks.py)."""
+    case = small_case()
+    spec = P.RigidMotion(severity=0.3, seed=1, shots=6, events=2)
+    matched = W.matched_attack(ZeroFilled(), case, spec, steps=20)
+    torch.testing.assert_close(matched.eps, W.relative_change(case.kspace, spec, maps=case.maps, mask=case.mask))
+    assert (matched.eps > 0).all() and (matched.attack_objective >= matched.perturbation_objective).all()
+    assert matched.scores["ssim[fastmri,volume-max]"].shape == (B,)
+    with pytest.raises(ConfigError, match="sampling shift"):
+        W.matched_attack(ZeroFilled(), case, P.SamplingShift(severity=0.5))
+
+
 def test_relative_change_of_dropped_coils_is_their_energy_share():
     _, _, kspace = data()
     spec = P.CoilFault(severity=0.5, seed=1, mode="fewer")

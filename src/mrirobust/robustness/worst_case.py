@@ -5,8 +5,9 @@ severity for the one that hurts a method most on a set of slices: a seeded rando
 is the spec with seed spec.seed + i, so the first trial is the spec itself and the worst case is
 at least as bad as every swept seed it covers), then a (1+1) local refinement of the worst trial's
 params, accepting only worse points. `relative_change` gives ||dy|| / ||y|| of the measured data,
-the budget the l2 attack is measured in. `acceleration_sweep` and `more_samples_worse` are Antun
-et al.'s check that quality does not fall as more samples are taken.
+the budget the l2 attack is measured in, and `matched_attack` runs that attack at the same
+budget. `acceleration_sweep` and `more_samples_worse` are Antun et al.'s check that quality does
+not fall as more samples are taken.
 
 Pure functions: no files, no printing; scores are the fastMRI-style metrics on the target crop.
 """
@@ -29,11 +30,13 @@ from mrirobust.physics.masks import Seed, check_mask
 from mrirobust.physics.perturbations import (
     CoilFault,
     Perturbation,
+    SamplingShift,
     draw_params,
     perturb,
     perturb_mask,
     sampling_mask,
 )
+from mrirobust.robustness.attacks import apply_perturbation, attack
 
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "nmse": False, "mse": False}
 
@@ -73,6 +76,16 @@ def perturbed_scores(method: Any, case: Case, spec: Perturbation, *, ssim_varian
     return score(case.target, center_crop(image, crop), case.max_value, ssim_variant=ssim_variant)
 
 
+def _measured_change(kspace: torch.Tensor, spec: Perturbation, maps: torch.Tensor | None,
+                     mask: torch.Tensor) -> torch.Tensor:
+    """M' y' - M y: the change of the measured data (removed coils count as measured zeros)."""
+    if isinstance(spec, CoilFault) and spec.mode == "fewer":
+        spec = dataclasses.replace(spec, mode="drop")
+    perturbed = perturb(kspace, spec, maps=maps, mask=mask)
+    new_mask = check_mask(perturb_mask(mask, spec, shape=tuple(kspace.shape[-2:])), kspace.shape).to(kspace.device)
+    return perturbed * new_mask - kspace * mask
+
+
 @torch.no_grad()
 def relative_change(kspace: torch.Tensor, spec: Perturbation, *, maps: torch.Tensor | None = None,
                     mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,15 +94,48 @@ def relative_change(kspace: torch.Tensor, spec: Perturbation, *, maps: torch.Ten
     M is `mask` (default all), M' the mask after a sampling shift. Removed coils (`fewer`) count
     as measured zeros, as dropped ones do.
     """
-    if isinstance(spec, CoilFault) and spec.mode == "fewer":
-        spec = dataclasses.replace(spec, mode="drop")
     mask = torch.ones(kspace.shape[-1], dtype=torch.bool) if mask is None else mask
     mask = check_mask(mask, kspace.shape).to(kspace.device)
-    perturbed = perturb(kspace, spec, maps=maps, mask=mask)
-    new_mask = check_mask(perturb_mask(mask, spec, shape=tuple(kspace.shape[-2:])), kspace.shape).to(kspace.device)
     dims = (1, 2, 3)
-    change = torch.linalg.vector_norm(perturbed * new_mask - kspace * mask, dim=dims)
+    change = torch.linalg.vector_norm(_measured_change(kspace, spec, maps, mask), dim=dims)
     return change / torch.linalg.vector_norm(kspace * mask, dim=dims)
+
+
+@dataclass(frozen=True)
+class MatchedAttack:
+    """The l2 attack with each slice's budget eps (B,) = the perturbation's relative change: the
+    attack objective 1/2 ||f(y) - f(y + z)||^2 on the target crop next to the perturbation's own
+    (both on the method's mask), and the attacked reconstructions' metrics against the targets."""
+
+    eps: torch.Tensor
+    attack_objective: torch.Tensor
+    perturbation_objective: torch.Tensor
+    scores: dict[str, torch.Tensor]
+
+
+def matched_attack(method: Any, case: Case, spec: Perturbation, *, ssim_variant: str = VOLUME_MAX,
+                   **settings: Any) -> MatchedAttack:
+    """The adversarial counterpart of `spec` (attacks.attack, one slice at a time; `settings` such
+    as steps and seed go to it). Sampling shifts change the mask, which the attack keeps: refused."""
+    if isinstance(spec, SamplingShift):
+        raise ConfigError("perturbation", "a sampling shift changes the mask; the l2 attack keeps it")
+    mask = check_mask(case.mask, case.kspace.shape).to(case.kspace.device)
+    crop = tuple(case.target.shape[-2:])
+    measured = case.kspace * mask
+    with torch.no_grad():
+        change = _measured_change(case.kspace, spec, case.maps, mask)
+    dims = (1, 2, 3)
+    eps = torch.linalg.vector_norm(change, dim=dims) / torch.linalg.vector_norm(measured, dim=dims)
+    physical = apply_perturbation(method, measured, mask, change, eps=float(eps.max()), attack=spec.kind,
+                                  crop=crop, target_shape=crop)
+    attacked = []
+    for i in range(case.kspace.shape[0]):
+        slice_mask = mask[i:i + 1] if mask.ndim == 4 and mask.shape[0] > 1 else mask
+        attacked.append(attack(method, measured[i:i + 1], slice_mask, float(eps[i]), crop=crop,
+                               target_shape=crop, **settings))
+    images = center_crop(torch.cat([a.perturbed for a in attacked]), crop)
+    return MatchedAttack(eps, torch.cat([a.objective for a in attacked]), physical.objective,
+                         score(case.target, images, case.max_value, ssim_variant=ssim_variant))
 
 
 @dataclass(frozen=True)
