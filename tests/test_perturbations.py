@@ -218,6 +218,8 @@ def test_worst_case_is_at_least_as_bad_as_every_swept_point():
     again = float(W.perturbed_scores(method, case, found.spec)["ssim[fastmri,volume-max]"].mean())
     assert again == pytest.approx(found.score, abs=1e-6)
     assert found.score == min(value for _, value in found.evaluated)  # the worst of everything it tried
+    explicit = W.worst_case(method, case, found.spec, W.Search(trials=3, refine=0))
+    assert explicit.evaluated[0][0] == found.spec and explicit.score <= found.score  # given params are tried first
 
 
 def test_matched_l2_attack_is_at_least_as_strong_as_the_perturbation():

@@ -1,9 +1,9 @@
 """Worst cases of physical perturbations, their relative k-space change, and the sampling check.
 
 `worst_case` searches a perturbation's unit-box params (physics.perturbations) at a fixed
-severity for the one that hurts a method most on a set of slices: a seeded random search (trial i
-is the spec with seed spec.seed + i, so the first trial is the spec itself and the worst case is
-at least as bad as every swept seed it covers), then a (1+1) local refinement of the worst trial's
+severity for the one that hurts a method most on a set of slices: a seeded random search (the
+first trial is the spec itself, trial i > 0 the spec with seed spec.seed + i and drawn params, so
+the worst case is at least as bad as every swept seed it covers), then a (1+1) local refinement of the worst trial's
 params, accepting only worse points. `relative_change` gives ||dy|| / ||y|| of the measured data,
 the budget the l2 attack is measured in, and `matched_attack` runs that attack at the same
 budget. `acceleration_sweep` and `more_samples_worse` are Antun et al.'s check that quality does
@@ -178,7 +178,7 @@ def worst_case(method: Any, case: Case, spec: Perturbation, search: Search = Sea
         evaluated.append((candidate, value))
         return value
 
-    trials = [dataclasses.replace(spec, seed=spec.seed + i, params=None) for i in range(search.trials)]
+    trials = [spec] + [dataclasses.replace(spec, seed=spec.seed + i, params=None) for i in range(1, search.trials)]
     values = [evaluate(trial) for trial in trials]
     best_index = min(range(len(values)), key=lambda i: sign * values[i])
     best = dataclasses.replace(trials[best_index], params=draw_params(trials[best_index], shape))
