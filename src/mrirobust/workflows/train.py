@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mrirobust import schema
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import collate_samples
 from mrirobust.data.sample import Sample, draw_mask
@@ -182,7 +183,8 @@ def validate(method: Any, samples: Any, indices: Sequence[int], spec: MaskSpec, 
     result = evaluate((samples[i] for i in indices), [method], spec, device=device, batch_size=batch_size,
                       progress=False)
     model.train(was_training)
-    values = [value for row in result.rows for key, value in row.items() if key.startswith("ssim[")]
+    column = schema.ssim_column(result.rows)
+    values = [row[column] for row in result.rows]
     return sum(values) / len(values)
 
 

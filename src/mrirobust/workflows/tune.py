@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mrirobust import schema
 from mrirobust.atomic import atomic_path
 from mrirobust.evaluate import evaluate
 from mrirobust.errors import ConfigError
@@ -75,7 +76,8 @@ def tune(base: str | Mapping[str, Any], grid: Mapping[str, Sequence[Any]], sampl
         method = build(config)
         result = evaluate(iter(samples), [method], spec, device=device, batch_size=batch_size,
                           total=len(samples), progress=progress)
-        ssims = [v for row in result.rows for k, v in row.items() if k.startswith("ssim[")]
+        column = schema.ssim_column(result.rows)
+        ssims = [row[column] for row in result.rows]
         table.append({**dict(zip(grid, values)), "ssim": sum(ssims) / len(ssims)})
         if progress:
             print("  ".join(f"{k}={v}" for k, v in table[-1].items()))
