@@ -34,12 +34,12 @@ MAPS_CROP_HELP = "ESPIRiT crop for the maps the feature goes through (0 keeps th
 
 
 @dataclass(frozen=True)
-class HeatmapSpec:
+class PlacedSpec:
+    """What heat maps and window sizes share: features placed on the first `images` slices."""
+
     data: str = setting(help=DATA_HELP, positional=True)
     methods: tuple[str, ...] = setting(("zero-filled", "sense"), help=METHODS_HELP)
-    stride: int = setting(4, help="pixels between window positions", minimum=1)
-    window: int = setting(3, help="side of the square feature in pixels", minimum=1)
-    images: int = setting(1, help="heat maps of the first this many slices", minimum=1)
+    images: int = setting(1, help="the first this many slices", minimum=1)
     split: str = setting("test", help="the split folder of the data source")
     mask: MaskSpec | None = setting(None, help="the under-sampling mask (default: the data source's)")
     value: float | None = setting(None, help="feature value (default: the image maximum)")
@@ -50,20 +50,18 @@ class HeatmapSpec:
 
 
 @dataclass(frozen=True)
-class FeatureSizesSpec:
-    data: str = setting(help=DATA_HELP, positional=True)
-    methods: tuple[str, ...] = setting(("zero-filled", "sense"), help=METHODS_HELP)
+class HeatmapSpec(PlacedSpec):
+    stride: int = setting(4, help="pixels between window positions", minimum=1)
+    window: int = setting(3, help="side of the square feature in pixels", minimum=1)
+
+
+@dataclass(frozen=True)
+class FeatureSizesSpec(PlacedSpec):
+    images: int = setting(200, help="the first this many slices", minimum=1)
+    normalize: Literal["none", "value"] = setting("value", help="value: divide the MSE by value^2")
     windows: tuple[int, ...] = setting((2, 3, 4, 5), help="window sides in pixels", minimum=1)
     placements: int = setting(100, help="random placements per image and window", minimum=1)
-    images: int = setting(200, help="the first this many slices", minimum=1)
     seed: int = setting(0, help="seeds the placements", minimum=0)
-    split: str = setting("test", help="the split folder of the data source")
-    mask: MaskSpec | None = setting(None, help="the under-sampling mask (default: the data source's)")
-    value: float | None = setting(None, help="feature value (default: the image maximum)")
-    reference: Reference = setting("rss", help=REFERENCE_HELP)
-    normalize: Literal["none", "value"] = setting("value", help="value: divide the MSE by value^2")
-    maps_crop: float = setting(0.0, help=MAPS_CROP_HELP, minimum=0.0, maximum=1.0)
-    batch_size: int = setting(16, help="placements reconstructed at once", minimum=1)
 
 
 class _Placed(Sliced):
