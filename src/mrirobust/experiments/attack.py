@@ -23,11 +23,11 @@ import torch
 import mrirobust
 from mrirobust import schema
 from mrirobust.data.domains import data_identity, slice_id
+from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.evaluate import Batch, batches, config_hash
 from mrirobust.experiments.base import Unit, UnitResult, method_identity, register
 from mrirobust.experiments.recon import DATA_HELP, METHODS_HELP, Sliced
 from mrirobust.experiments.spec import setting
-from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, ifft2c
 from mrirobust.physics.masks import MaskSpec
@@ -109,13 +109,13 @@ class Attack(Sliced):
         units, start = [], 0
         for group in batches(samples, self.spec.batch_size):
             images = {"images": [slice_id(dataset.index[start + i]) for i in range(len(group))], "start": start}
-            clean = Unit(f"clean-image{start}", {"kind": "clean", **common, **images}, (group, start))
+            clean = Unit(f"clean-image{start}", {"kind": "clean", **common, **images}, ("clean", group, start))
             units.append(clean)
             for label in [*self.spec.methods, RANDOM]:
                 for eps in self.spec.eps:
                     units.append(Unit(f"attack-{label}-eps{eps:g}-image{start}",
                                       {"kind": "attack", "attacked": label, "eps": eps, **common, **images},
-                                      (group, start, label, eps, clean.name)))
+                                      ("attack", group, start, label, eps, clean.name)))
             start += len(group)
         return units
 
@@ -123,9 +123,9 @@ class Attack(Sliced):
         return Batch.load(group, self.mask(), self.inputs.device)
 
     def run(self, unit: Unit, done: Mapping[str, UnitResult]) -> UnitResult:
-        if len(unit.work) == 2:
-            return self._clean(*unit.work)
-        group, start, label, eps, clean = unit.work
+        if unit.work[0] == "clean":
+            return self._clean(*unit.work[1:])
+        _, group, start, label, eps, clean = unit.work
         return self._perturbed(self.batch(group, start), start, label, eps, done[clean])
 
     def _clean(self, group: list, start: int) -> UnitResult:

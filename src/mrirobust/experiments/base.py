@@ -9,6 +9,7 @@ resumption belong to the runner (`experiments.runner`), so every kind resumes th
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any, ClassVar
 
 from mrirobust.data.domains import Domain
 from mrirobust.errors import ConfigError
+from mrirobust.hashing import digest
+from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
 
 
@@ -129,8 +132,6 @@ def register(cls: type[Experiment]) -> type[Experiment]:
 
 def kinds() -> dict[str, type[Experiment]]:
     """Every registered experiment kind (the built-in modules register on import)."""
-    import importlib
-
     for name in _BUILTIN:
         importlib.import_module(f"mrirobust.experiments.{name}")
     return dict(_KINDS)
@@ -145,15 +146,11 @@ def experiment_type(kind: str, where: str = "kind") -> type[Experiment]:
 
 def build_methods(inputs: Inputs, labels: Sequence[str], where: str) -> dict[str, Any]:
     """The methods `labels` name, built from their (prepared) configs, by label."""
-    from mrirobust.methods.base import build
-
     return {label: build(inputs.method(label, where).config) for label in labels}
 
 
 def method_identity(inputs: Inputs, labels: Sequence[str]) -> dict[str, str]:
     """Digests of the labelled methods' configs: a unit's identity changes when a method does."""
-    from mrirobust.hashing import digest
-
     return {label: digest(inputs.methods[label].config) for label in labels}
 
 

@@ -10,8 +10,15 @@ from typing import Any
 import mrirobust
 from mrirobust.data.domains import data_identity, slice_id
 from mrirobust.evaluate import Batch, ReconResult, batches, score_batch
-from mrirobust.experiments.base import (Experiment, Unit, UnitResult, build_methods, check_labels, method_identity,
-                                        register)
+from mrirobust.experiments.base import (
+    Experiment,
+    Unit,
+    UnitResult,
+    build_methods,
+    check_labels,
+    method_identity,
+    register,
+)
 from mrirobust.experiments.spec import setting
 from mrirobust.physics.masks import MaskSpec
 

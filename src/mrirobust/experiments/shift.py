@@ -35,7 +35,7 @@ from mrirobust.hashing import digest
 from mrirobust.methods.base import build, describe
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.robustness.shift_analysis import frequency_rows, hard_set
-from mrirobust.workflows.prepare import Model, PrepareSettings, Prepared, parse_groups, prepare
+from mrirobust.workflows.prepare import Model, Prepared, PrepareSettings, parse_groups, prepare
 from mrirobust.workflows.train import TrainConfig
 
 # Demo-scale groups: small variants that train in minutes on a CPU. Paper scale: the Table 1/2

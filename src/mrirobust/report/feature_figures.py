@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from mrirobust.metrics import linear_fit
 from mrirobust.report.figures import plt, save_figure
 from mrirobust.report.registry import KindReport, Table, register
-from mrirobust.report.tables import means, ok_rows
+from mrirobust.report.tables import format_table, means, ok_rows
 
 CAPTIONS = {
     "figure7": "Figure 7: the ground truth and, per method, a heat map of the MSE inside a k x k feature (filled with "
@@ -174,7 +174,7 @@ def _annotated_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
 
 
 def _text(tables: Any) -> Any:
-    from mrirobust.report.tables import format_table
+    """The command line's summary: the tables as text, and the boxes that were skipped."""
 
     def text(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any]) -> str:
         skipped = artefacts.get("skipped") or []

@@ -28,8 +28,8 @@ from mrirobust import schema
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import collate_samples
 from mrirobust.data.sample import Sample, draw_mask
-from mrirobust.evaluate import evaluate
 from mrirobust.errors import ConfigError, MriRobustError
+from mrirobust.evaluate import evaluate
 from mrirobust.methods.base import MethodInfo, build, describe
 from mrirobust.methods.settings import at_least, checked_settings, one_of
 from mrirobust.methods.unet import check_state_dict, load_checkpoint

@@ -16,8 +16,8 @@ import yaml
 
 from mrirobust import schema
 from mrirobust.atomic import atomic_path
-from mrirobust.evaluate import evaluate
 from mrirobust.errors import ConfigError
+from mrirobust.evaluate import evaluate
 from mrirobust.methods.base import build, describe
 from mrirobust.physics.masks import MaskSpec
 
