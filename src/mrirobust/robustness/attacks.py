@@ -299,7 +299,7 @@ def pgd(
                     active &= history[-1] - history.pop(0) >= ADAM_MIN_CHANGE
     settings = {"steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "optimizer": optimizer,
                 "reference": "kspace" if reference is None else "given", "crop": crop}
-    best_z = _fit(best_z.detach(), kspace, reference, eps, mask)  # moves z by an ulp at most
+    best_z = _fit(best_z.detach(), kspace, reference, eps, mask)  # moves z by a few float32 ulps at most
     return AttackResult(best_z, clean, best_image.detach(), best_obj.detach(), _label(method),
                         "pgd" if optimizer == "l2" else "pgd-adam", eps, settings)
 
