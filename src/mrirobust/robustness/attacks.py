@@ -101,7 +101,7 @@ def _radius(kspace: torch.Tensor, reference: torch.Tensor | None, eps: float) ->
 
 
 # Relative shrinks tried in turn on the slices whose rounded z still has a norm above the radius.
-_SHRINKS = (2.0**-22, 2.0**-18, 2.0**-14, 2.0**-10)
+_SHRINKS = tuple(2.0**-k for k in range(23, 9, -2))  # 2^-23 .. 2^-11
 
 
 def _fit(z: torch.Tensor, kspace: torch.Tensor, reference: torch.Tensor | None, eps: float,
