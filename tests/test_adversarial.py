@@ -95,7 +95,7 @@ def test_budget_is_relative_to_the_measured_kspace_and_respected(run, data):
         mask, _ = draw_mask(sample, MASK)
         expected = r["eps"] * torch.linalg.vector_norm(sample.kspace * mask).item()
         assert r["budget"] == pytest.approx(expected, rel=1e-5)
-        assert r["z_norm"] <= r["budget"] * (1 + 1e-4)
+        assert r["z_norm"] <= r["budget"]  # exactly, as stored (float32 norms)
 
 
 def test_an_attack_hurts_its_own_method_more_than_random_noise(run):

@@ -21,7 +21,8 @@ from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import fft2c, ifft2c
 from mrirobust.robustness.attacks import pgd, project, random_perturbation, two_step, worst_case_linear
 
-CASES = 24
+CASES = 24  # per attack test (each runs five attacks)
+PROJECTION_CASES = 120
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -84,7 +85,7 @@ class LeastSquares(Reconstructor):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_projection_and_random_perturbation_are_within_the_budget(device: str) -> None:
-    for seed in range(CASES):
+    for seed in range(PROJECTION_CASES):
         case = _case(seed, device)
         ref = case.y if case.reference is None else case.reference
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -94,9 +95,9 @@ def test_projection_and_random_perturbation_are_within_the_budget(device: str) -
             _assert_within(project(z, ref, case.eps, case.mask), case)
         z = random_perturbation(case.y, case.mask, case.eps, seed=seed, reference=case.reference)
         _assert_within(z, case)
-        # and on the sphere: the same norm as the budget, to within float32 rounding
+        # and on the sphere: the same norm as the budget, to within a few float32 ulps
         radius = case.eps * _norms(ref.to(torch.complex128))
-        assert (_norms(z.to(torch.complex128)) >= radius * (1 - 2**-18)).all()
+        assert (_norms(z.to(torch.complex128)) >= radius * (1 - 2**-16)).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -38,8 +38,8 @@ def test_real_os_errors_are_one_line_naming_the_file(tmp_path):
         tmp_path / "file" / "below.csv": "is a file, not a folder",
     }
     for path, problem in cases.items():
-        line = describe(_caught(lambda: open(path, "w" if "missing" not in path.name else "r")))
-        assert line == f"{path}: {problem}"
+        mode = "r" if path.name == "missing.h5" else "w"
+        assert describe(_caught(lambda path=path, mode=mode: path.open(mode))) == f"{path}: {problem}"
 
 
 @pytest.mark.parametrize("code, problem", [

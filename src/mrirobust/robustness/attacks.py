@@ -101,7 +101,7 @@ def _radius(kspace: torch.Tensor, reference: torch.Tensor | None, eps: float) ->
 
 
 # Relative shrinks tried in turn on the slices whose rounded z still has a norm above the radius.
-_SHRINKS = (2.0**-22, 2.0**-18, 2.0**-14, 2.0**-10)
+_SHRINKS = tuple(2.0**-k for k in range(23, 9, -2))  # 2^-23 .. 2^-11
 
 
 def _fit(z: torch.Tensor, kspace: torch.Tensor, reference: torch.Tensor | None, eps: float,
@@ -299,7 +299,7 @@ def pgd(
                     active &= history[-1] - history.pop(0) >= ADAM_MIN_CHANGE
     settings = {"steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "optimizer": optimizer,
                 "reference": "kspace" if reference is None else "given", "crop": crop}
-    best_z = _fit(best_z.detach(), kspace, reference, eps, mask)  # moves z by an ulp at most
+    best_z = _fit(best_z.detach(), kspace, reference, eps, mask)  # moves z by a few float32 ulps at most
     return AttackResult(best_z, clean, best_image.detach(), best_obj.detach(), _label(method),
                         "pgd" if optimizer == "l2" else "pgd-adam", eps, settings)
 
