@@ -70,6 +70,12 @@ def test_bad_file_is_one_line_exit_2(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_findings_of_a_folder_without_a_study_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["findings", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path) in err and "plan" in err
+
+
 def test_empty_folder_and_unknown_method(tmp_path, small_data, capsys):
     assert main(["data", "info", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err

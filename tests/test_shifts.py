@@ -23,7 +23,7 @@ from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec, seed_from_filename
 from mrirobust.report import shift_figures
 from mrirobust.report.registry import kind_report
-from mrirobust.robustness.shift_analysis import hard_set, low_frequency_proportion
+from mrirobust.robustness.shift_analysis import fit_summary, hard_set, low_frequency_proportion
 
 CF = 0.17  # 8 centre columns of 48: ESPIRiT (l1) needs at least its 6x6 kernel
 MASK = MaskSpec("random", (CF,), (4,))
@@ -106,10 +106,16 @@ def test_dataset_shift_caches_models_resumes_units_and_fits(data, tmp_path):
             mine = [r[SSIM] for r in rows if r["model"] == t["model"] and r["role"] == role]
             assert t[axis] == pytest.approx(np.mean(mine))
     x, y = (np.array([t[k] for t in table]) for k in ("x", "y"))
+    # 4 models are fewer than the default 5 a line needs: no fit, and the text says why
+    assert summary["fit"] is None and summary["fit_note"] == "inconclusive: only 4 models"
+    assert kind_report("dataset_shift").text(rows, first.artefacts).startswith(
+        "figure2: no linear fit (inconclusive: only 4 models)")
     slope, intercept = np.polyfit(x, y, 1)
-    assert summary["fit"]["slope"] == pytest.approx(slope) and summary["fit"]["intercept"] == pytest.approx(intercept)
+    fit = fit_summary(table, min_points=3)["fit"]
+    assert fit["slope"] == pytest.approx(slope) and fit["intercept"] == pytest.approx(intercept)
     assert summary["drop_per_group"]["U-net"] == pytest.approx(np.mean((x - y)[:2]))
-    text = kind_report("dataset_shift").text(rows, first.artefacts)
+    few = [{**r, "min_fit_points": 3} for r in rows]  # the experiment's setting, carried by its rows
+    text = kind_report("dataset_shift").text(few, first.artefacts)
     assert text.startswith(f"figure2: y = {slope:.3f} x + {intercept:.3f}")
 
 

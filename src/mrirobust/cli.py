@@ -136,6 +136,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {write_study_report(args.results, args.out)}")
 
 
+def cmd_findings(args: argparse.Namespace) -> None:
+    from mrirobust.study.runner import study_findings
+
+    print("\n".join(v.line() for v in study_findings(args.results)))
+
+
 def _add_recon_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-type", default="random",
                    help="random | equispaced | equispaced_fraction | magic | magic_fraction")
@@ -237,6 +243,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path, help="the study folder (its --out)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS/report)")
     p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("findings", help="the verdicts on the paper's claims (A1-F2) from a study folder's rows")
+    p.add_argument("results", type=Path, help="the study folder (its --out)")
+    p.set_defaults(run=cmd_findings)
 
     p = sub.add_parser("demo", help="the whole study at demo scale on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))

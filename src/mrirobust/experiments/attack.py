@@ -194,6 +194,7 @@ class Attack(Sliced):
                     failure = str(error)
             for i in range(count):
                 row = {**shared, "evaluated": evaluated, schema.CONFIG_HASH: self._hash(evaluated),
+                       "evaluated_family": getattr(self.methods[evaluated], "family", "custom"),
                        **{key: values[i] for key, values in per_image.items()},
                        schema.STATUS: "failed" if failure else "ok", schema.REASON: failure or ""}
                 if failure is None:

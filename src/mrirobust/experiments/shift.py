@@ -34,7 +34,7 @@ from mrirobust.experiments.spec import setting
 from mrirobust.hashing import digest
 from mrirobust.methods.base import build, describe
 from mrirobust.physics.masks import MaskSpec
-from mrirobust.robustness.shift_analysis import frequency_rows, hard_set
+from mrirobust.robustness.shift_analysis import MIN_FIT_POINTS, frequency_rows, hard_set
 from mrirobust.workflows.prepare import Model, PrepareSettings, Prepared, parse_groups, prepare
 from mrirobust.workflows.train import TrainConfig
 
@@ -65,6 +65,8 @@ class ShiftSpec:
     images: int | None = setting(None, help="evaluate at most this many slices per domain", minimum=1)
     eval_split: str = setting("test", help="the split evaluated on")
     batch_size: int = setting(4, help="slices reconstructed at once", minimum=1)
+    min_fit_points: int = setting(MIN_FIT_POINTS, help="fewest models a line is fitted through (fewer: inconclusive)",
+                                  minimum=3)
 
 
 @dataclass(frozen=True)
@@ -213,8 +215,8 @@ class Shift(Experiment):
         return "in" if row["trained_on"] == row["evaluated_on"] else "out"
 
     def finish(self, results: Sequence[UnitResult]) -> UnitResult:
-        merged = UnitResult([{**row, "role": self.role(row)} for r in results for row in r.rows
-                             if row["trained_on"] != "-"])
+        merged = UnitResult([{**row, "role": self.role(row), "min_fit_points": self.spec.min_fit_points}
+                             for r in results for row in r.rows if row["trained_on"] != "-"])
         examples: dict[str, dict[str, Any]] = {}
         for result in results:
             for direction, images in result.artefacts.get("examples", {}).items():
