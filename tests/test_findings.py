@@ -16,7 +16,7 @@ from mrirobust.findings.shift_claims import hard_shift, linear_shift
 from mrirobust.report.html import ReportSource, write_report
 from mrirobust.robustness.shift_analysis import fit_summary
 
-SSIM = "ssim[fastmri,volume-max]"
+SSIM, PSNR = "ssim[fastmri,volume-max]", "psnr[volume-max]"
 IMAGES = 8
 NOISE = np.linspace(-1, 1, IMAGES)  # a fixed, zero-mean per-image jitter
 
@@ -32,7 +32,8 @@ def _attack_rows(losses: dict[tuple[str, str], float], families: dict[str, str],
                 value = (loss + jitter * noise[i]) if eps else 0.0
                 rows.append({"attacked": attacked, "evaluated": evaluated, "eps": eps, "status": "ok",
                              "file": f"f{i}.h5", "slice": 0, "image": i, "evaluated_family": families[evaluated],
-                             SSIM: 0.8 - value, f"{SSIM}_loss": value, "psnr_loss": 100 * value})
+                             SSIM: 0.8 - value, f"{SSIM}_loss": value, PSNR: 30 - 100 * value,
+                             f"{PSNR}_loss": 100 * value})
     return rows
 
 

@@ -41,9 +41,11 @@ def _largest(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 def _losses(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """{"SSIM": its loss column, "PSNR": ...} for the metrics the rows carry."""
-    found = {"SSIM": schema.loss_column(schema.ssim_column(rows))}
-    if schema.loss_column(schema.PSNR) in rows[0]:
-        found["PSNR"] = schema.loss_column(schema.PSNR)
+    found: dict[str, str] = {}
+    for column in schema.metric_columns(list(rows[0])):
+        family = schema.metric_family(column).upper()
+        if family in ("SSIM", "PSNR") and family not in found and schema.loss_column(column) in rows[0]:
+            found[family] = schema.loss_column(column)
     return found
 
 
@@ -109,7 +111,7 @@ def classical_vs_trained(rows: Sequence[Mapping[str, Any]], rules: Rules = Rules
 
 def mean_losses(chosen: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Mean SSIM loss per (attacked -> evaluated) of rows at one eps: the numbers behind A1."""
-    column = _losses(chosen)["SSIM"]
+    column = schema.loss_column(schema.ssim_column(chosen))
     pairs = dict.fromkeys((r["attacked"], r["evaluated"]) for r in chosen)
     return {f"{a} -> {e}": float(np.mean([r[column] for r in chosen if (r["attacked"], r["evaluated"]) == (a, e)]))
             for a, e in pairs}
