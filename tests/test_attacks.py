@@ -273,3 +273,42 @@ def test_errors_name_the_field_and_the_method() -> None:
         Scope(objective="psnr")
     with pytest.raises(ConfigError, match="not an attack setting"):
         attack(ZeroFilled(), y, mask, 0.05, {"stepz": 3})
+
+
+def test_objectives_on_the_crop_against_the_metrics() -> None:
+    """mse: 1/2 ||.||^2; ssim: 1 - the fastMRI SSIM (scikit-image reference) with the clean image's
+    maximum as data range; both: the relative MSE plus that; zero for no change; on the crop only."""
+    from mrirobust.metrics import ssim_skimage
+    from mrirobust.robustness.attack_settings import attack_objective
+
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand((2, 20, 20), generator=generator, dtype=torch.float64)
+    image = clean + 0.1 * torch.rand((2, 20, 20), generator=generator, dtype=torch.float64)
+    crop = (12, 12)
+    inner, changed = center_crop(clean, crop), center_crop(image, crop)
+    mse = 0.5 * (changed - inner).square().sum(dim=(1, 2))
+    reference = torch.tensor([1 - float(ssim_skimage(inner[i].numpy(), changed[i].numpy(),
+                                                     data_range=float(inner[i].max())).reshape(-1)[0])
+                              for i in range(2)], dtype=torch.float64)
+    torch.testing.assert_close(attack_objective(clean, image, Scope(crop=crop)), mse)
+    torch.testing.assert_close(attack_objective(clean, image, Scope(crop=crop, objective="ssim")), reference)
+    both = attack_objective(clean, image, Scope(crop=crop, objective="both"))
+    torch.testing.assert_close(both, mse / (0.5 * inner.square().sum(dim=(1, 2))) + reference)
+    for objective in ("mse", "ssim", "both"):
+        assert (attack_objective(clean, clean, Scope(objective=objective)).abs() < 1e-12).all()
+    outside = clean.clone()
+    outside[:, :2] += 1.0  # a change outside the crop is not counted
+    assert (attack_objective(clean, outside, Scope(crop=crop, objective="both")).abs() < 1e-12).all()
+
+
+def test_the_attack_experiments_settings_are_the_attacks_settings() -> None:
+    """One source of truth: every AttackSettings field is a field of the attacks' dataclasses."""
+    from dataclasses import fields
+
+    from mrirobust.experiments.attack import AttackSettings
+
+    ours = {f.name for f in fields(AttackSettings)}
+    theirs = {f.name for kind in (PgdSettings, TwoStepSettings) for f in fields(kind)} | {"objective"}
+    assert ours == theirs
+    given = AttackSettings(steps=7, beta=0.5, objective="ssim")
+    assert given.given() == {"steps": 7, "beta": 0.5} and given.scope(3, None, (8, 8)).objective == "ssim"
