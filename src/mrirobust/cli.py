@@ -81,6 +81,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         f"tuned by `mrirobust tune` on {args.data} ({len(samples)} slices, {spec.describe()}): "
         f"mean SSIM {result.best_ssim:.4f}"))
     print(f"best mean SSIM {result.best_ssim:.4f} with {result.best}; wrote {path}")
+    for warning in result.on_edge:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 # Experiment commands: (command, sub-command) -> experiment kind. Their flags are the spec's fields.
