@@ -118,6 +118,18 @@ def test_dataset_shift_caches_models_resumes_units_and_fits(data, tmp_path):
     text = kind_report("dataset_shift").text(few, first.artefacts)
     assert text.startswith(f"figure2: y = {slope:.3f} x + {intercept:.3f}")
 
+    # a group member given its checkpoint is evaluated as is: nothing trained, the trained model's rows
+    (checkpoint,) = [p for p in cache.glob("unet-4-*/best.ckpt")]
+    given = {"U-net": [{**GROUPS["U-net"][0], "checkpoint": str(checkpoint)}]}
+    fresh = tmp_path / "fresh-cache"
+    reused = run_experiment(_shift(DatasetShift, fresh, source, target, groups=given), UnitCache(tmp_path / "c"),
+                            progress=False)
+    assert not list(fresh.glob("*/done.yaml"))
+    def scores(found: list[dict]) -> list[tuple]:
+        return [(r["role"], r["file"], r["slice"], r[SSIM]) for r in found if r["model"] == "unet-4"]
+
+    assert scores(reused.rows) == scores(rows)
+
 
 def test_anatomy_shift_both_directions_other_coils_and_readout(data, tmp_path):
     groups = {**GROUPS, "VarNet": [{"name": "varnet-small", "num_cascades": 1, "chans": 4, "pools": 2}]}

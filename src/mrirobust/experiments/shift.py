@@ -153,7 +153,7 @@ class Shift(Experiment):
     def check(self) -> None:
         self.evaluated = {d.label: d.dataset(self.spec.eval_split, slices=self.eval_slices())
                           for _, ds in self.directions() for d in ds}
-        needs_training = any(describe(m.config).trainable or m.grid for m in self.models)
+        needs_training = any(describe(m.config).needs_checkpoint or m.grid for m in self.models)
         self.fixes = {}
         for train_domain, _ in self.directions():
             train_set = train_domain.dataset("train", required=True) if needs_training else None
@@ -170,11 +170,11 @@ class Shift(Experiment):
         dataset = self.evaluated[domain.label]
         count = len(dataset) if self.spec.images is None else min(self.spec.images, len(dataset))
         prepared_on = None
-        if train_domain is not None and (describe(model.config).trainable or model.grid):
+        if train_domain is not None and (describe(model.config).needs_checkpoint or model.grid):
             prepared_on = [data_identity(train_domain.dataset(s, required=True)) for s in ("train", "val")]
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],
-                    "train": self.train_config.__dict__ if describe(model.config).trainable else None,
+                    "train": self.train_config.__dict__ if describe(model.config).needs_checkpoint else None,
                     "prepared_on": prepared_on, "data": data_identity(dataset),
                     "slices": [slice_id(dataset.index[i]) for i in range(count)], "mask": self.mask().describe(),
                     "resolution_fix": fix, "version": mrirobust.__version__}
