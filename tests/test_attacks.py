@@ -68,7 +68,8 @@ def _norms(t: torch.Tensor) -> torch.Tensor:
 
 
 def _random_mean(method: Any, y: torch.Tensor, mask: torch.Tensor, eps: float, **meta: Any) -> torch.Tensor:
-    return torch.stack([random_attack(method, y, mask, eps, Scope(seed=s), **meta).objective for s in (1, 2)]).mean(dim=0)
+    found = [random_attack(method, y, mask, eps, Scope(seed=s), **meta).objective for s in (1, 2)]
+    return torch.stack(found).mean(dim=0)
 
 
 # --- the constraint set -----------------------------------------------------------------------

@@ -175,7 +175,8 @@ def test_assess_gives_every_claim_and_says_what_is_missing():
     by_claim = {v.claim: v for v in verdicts}
     assert by_claim["A1"].verdict == HOLDS and by_claim["F1"].verdict == HOLDS
     assert by_claim["S1"].verdict == INCONCLUSIVE and "no finished dataset_shift" in by_claim["S1"].line()
-    assert "lack the column" in assess([JobRows("old", "annotated", [{"method": m, "ssim": 0.5, "box_mse": 1.0} for m in "abc"])])[-1].line()
+    old = [{"method": m, "ssim": 0.5, "box_mse": 1.0} for m in "abc"]  # no file, slice, box columns
+    assert "lack the column" in assess([JobRows("old", "annotated", old)])[-1].line()
     content = as_json(verdicts)
     assert content["rules"]["far"] == 2.0 and content["verdicts"][0]["line"] == verdicts[0].line()
 
