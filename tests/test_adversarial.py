@@ -209,6 +209,9 @@ def test_attack_command_end_to_end(data, tmp_path, capsys):
                  "--center-fraction", "0.125", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "hurt most by its own attack? zero-filled:" in printed
+    # the attack's claims as verdicts (one image: no interval, so inconclusive), and no other claim
+    assert "\nA1 inconclusive: " in printed and "\nA2 inconclusive: " in printed and "only 1 images" in printed
+    assert "\nS1 " not in printed
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 1 * 2  # (zero-filled, random) x zero-filled x eps, one image

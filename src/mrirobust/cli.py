@@ -97,8 +97,9 @@ EXPERIMENT_COMMANDS = {
 def cmd_experiment(args: argparse.Namespace) -> None:
     """Run one experiment through the study runner (same resume, store and report as `study`)."""
     from mrirobust.experiments.base import experiment_type
+    from mrirobust.findings import CLAIMS
     from mrirobust.report.registry import kind_report
-    from mrirobust.study.runner import run_with_report
+    from mrirobust.study.runner import run_with_report, study_findings
     from mrirobust.study.store import Store
     from mrirobust.study.wrap import one_experiment_study
 
@@ -111,6 +112,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     rows = store.rows(entry["key"])
     if summary is not None and rows:
         print(summary.text(rows, store.artefacts(entry["key"])))
+    for verdict in study_findings(args.out):  # the paper's claims this kind decides
+        if CLAIMS[verdict.claim][0] == args.kind:
+            print(verdict.line())
     print(f"rows: {Path(args.out) / 'results.csv'}; figures: {report}")
 
 
