@@ -23,6 +23,7 @@ from mrirobust.methods.l1 import L1
 from mrirobust.methods.unet import UnetRecon
 from mrirobust.methods.untrained import ConvDecoder
 from mrirobust.physics.fft import center_crop, ifft2c
+from mrirobust.robustness.attack_settings import PgdSettings, Scope, TwoStepSettings
 from mrirobust.robustness.attacks import (
     OptimisationAttackable, attack, pgd, project, random_attack, random_perturbation, two_step, worst_case_linear,
 )
@@ -67,7 +68,8 @@ def _norms(t: torch.Tensor) -> torch.Tensor:
 
 
 def _random_mean(method: Any, y: torch.Tensor, mask: torch.Tensor, eps: float, **meta: Any) -> torch.Tensor:
-    return torch.stack([random_attack(method, y, mask, eps, seed=s, **meta).objective for s in (1, 2)]).mean(dim=0)
+    found = [random_attack(method, y, mask, eps, Scope(seed=s), **meta).objective for s in (1, 2)]
+    return torch.stack(found).mean(dim=0)
 
 
 # --- the constraint set -----------------------------------------------------------------------
@@ -107,24 +109,25 @@ def test_random_perturbation_norm_support_and_determinism() -> None:
 
 
 # --- every attack respects the budget -----------------------------------------------------------
-def _methods() -> list[tuple[str, Any, dict]]:
+def _methods() -> list[tuple[str, Any, dict, dict]]:
+    """(name, method, attack settings, the method's meta)."""
     _, _, maps = _data()
     tiny_decoder = ConvDecoder(layers=3, channels=8, input_size=(4, 4), iters=4)
     return [
-        ("zero-filled", ZeroFilled(), {"steps": 3}),
-        ("sense", CGSense(iters=5), {"steps": 3, "maps": maps}),
-        ("l1", L1(lam=0.01, levels=2, iters=5), {"steps": 3, "maps": maps}),
-        ("convdecoder-small", tiny_decoder, {"steps": 3, "clean_iters": 2}),
-        ("plug-in", RealSense(maps=maps), {"steps": 3, "restarts": 2}),
+        ("zero-filled", ZeroFilled(), {"steps": 3}, {}),
+        ("sense", CGSense(iters=5), {"steps": 3}, {"maps": maps}),
+        ("l1", L1(lam=0.01, levels=2, iters=5), {"steps": 3}, {"maps": maps}),
+        ("convdecoder-small", tiny_decoder, {"steps": 3, "clean_iters": 2}, {}),
+        ("plug-in", RealSense(maps=maps), {"steps": 3, "restarts": 2}, {}),
     ]
 
 
 @pytest.mark.parametrize("index", range(5), ids=[m[0] for m in _methods()])
 def test_budget_support_and_objective_of_every_attack(index: int) -> None:
     y, mask, _ = _data()
-    name, method, settings = _methods()[index]
+    name, method, settings, meta = _methods()[index]
     for eps in EPSILONS:
-        result = attack(method, y, mask, eps, **settings)
+        result = attack(method, y, mask, eps, settings, **meta)
         assert result.attack == ("two-step" if name == "convdecoder-small" else "pgd")
         assert result.perturbation.shape == y.shape and result.perturbation.dtype == y.dtype
         assert (_norms(result.perturbation) <= eps * _norms(y) * (1 + 1e-5)).all(), name
@@ -161,8 +164,8 @@ def test_pgd_with_crop_reaches_the_worst_case_of_the_scored_region() -> None:
     method = RealSense(maps=maps)
     crop = (12, 12)
     _, best = worst_case_linear(lambda v: center_crop(method.linear(v), crop), y, mask, 0.05)
-    aimed = pgd(method, y, mask, 0.05, steps=40, crop=crop)
-    unaimed = pgd(method, y, mask, 0.05, steps=40)
+    aimed = pgd(method, y, mask, 0.05, PgdSettings(steps=40), Scope(crop=crop))
+    unaimed = pgd(method, y, mask, 0.05, PgdSettings(steps=40))
     inside = 0.5 * (center_crop(unaimed.perturbed - unaimed.clean, crop)).square().flatten(1).sum(1)
     assert (aimed.objective >= 0.98 * best).all() and (aimed.objective <= best * (1 + 1e-4)).all()
     assert (aimed.objective > inside).all()
@@ -173,8 +176,8 @@ def test_pgd_reaches_the_analytic_worst_case_of_a_linear_method() -> None:
     y, mask, maps = _data()
     method = RealSense(maps=maps)
     _, best = worst_case_linear(method.linear, y, mask, 0.05)
-    found = pgd(method, y, mask, 0.05, steps=40).objective
-    adam = pgd(method, y, mask, 0.05, steps=40, optimizer="adam").objective
+    found = pgd(method, y, mask, 0.05, PgdSettings(steps=40)).objective
+    adam = pgd(method, y, mask, 0.05, PgdSettings(steps=40, optimizer="adam")).objective
     random = _random_mean(method, y, mask, 0.05)
     print(f"\nlinear: pgd/analytic {(found / best).tolist()}, pgd-adam/analytic {(adam / best).tolist()}, "
           f"random/analytic {(random / best).tolist()}")
@@ -193,7 +196,7 @@ def test_pgd_beats_random_perturbations(name: str) -> None:
         "l1": (L1(lam=0.01, levels=2, iters=20), {"maps": maps}),
         "unet": (UnetRecon(chans=4, num_pool_layers=1), {}),
     }[name]
-    found = pgd(method, y, mask, 0.05, steps=10, **meta).objective
+    found = pgd(method, y, mask, 0.05, PgdSettings(steps=10), **meta).objective
     random = _random_mean(method, y, mask, 0.05, **meta)
     print(f"\n{name}: pgd/random {(found / random).tolist()}")
     assert (found > 3 * random).all()
@@ -208,7 +211,7 @@ def test_two_step_beats_random_perturbations(name: str) -> None:
                         {"steps": 60, "clean_iters": 60}),
     }[name]
     assert isinstance(method, OptimisationAttackable)
-    found = two_step(method, y, mask, 0.05, **settings, **meta)
+    found = two_step(method, y, mask, 0.05, TwoStepSettings(**settings), **meta)
     random = _random_mean(method, y, mask, 0.05, **meta)
     print(f"\n{name}: two-step/random {(found.objective / random).tolist()}")
     assert found.attack == "two-step" and (_norms(found.perturbation) <= 0.05 * _norms(y) * (1 + 1e-5)).all()
@@ -240,11 +243,12 @@ def test_untrained_attack_protocol_matches_its_fit() -> None:
 def test_attacks_are_deterministic_under_a_seed() -> None:
     y, mask, maps = _data()
     method = RealSense(maps=maps)
-    first, again = (pgd(method, y, mask, 0.05, steps=3, seed=7).perturbation for _ in range(2))
+    first, again = (pgd(method, y, mask, 0.05, PgdSettings(steps=3), Scope(seed=7)).perturbation for _ in range(2))
     assert torch.equal(first, again)
-    assert not torch.equal(first, pgd(method, y, mask, 0.05, steps=3, seed=8).perturbation)
+    assert not torch.equal(first, pgd(method, y, mask, 0.05, PgdSettings(steps=3), Scope(seed=8)).perturbation)
     l1 = L1(lam=0.01, levels=2, iters=5)
-    first, again = (two_step(l1, y, mask, 0.05, steps=3, clean_iters=2, maps=maps).perturbation for _ in range(2))
+    first, again = (two_step(l1, y, mask, 0.05, TwoStepSettings(steps=3, clean_iters=2), maps=maps).perturbation
+                    for _ in range(2))
     assert torch.equal(first, again)
 
 
@@ -265,4 +269,47 @@ def test_errors_name_the_field_and_the_method() -> None:
     with pytest.raises(ConfigError, match="attack_variables"):
         two_step(ZeroFilled(), y, mask, 0.05)
     with pytest.raises(ConfigError, match="optimizer"):
-        pgd(ZeroFilled(), y, mask, 0.05, optimizer="sgd")
+        pgd(ZeroFilled(), y, mask, 0.05, PgdSettings(optimizer="sgd"))
+    with pytest.raises(ConfigError, match="objective"):
+        Scope(objective="psnr")
+    with pytest.raises(ConfigError, match="not an attack setting"):
+        attack(ZeroFilled(), y, mask, 0.05, {"stepz": 3})
+
+
+def test_objectives_on_the_crop_against_the_metrics() -> None:
+    """mse: 1/2 ||.||^2; ssim: 1 - the fastMRI SSIM (scikit-image reference) with the clean image's
+    maximum as data range; both: the relative MSE plus that; zero for no change; on the crop only."""
+    from mrirobust.metrics import ssim_skimage
+    from mrirobust.robustness.attack_settings import attack_objective
+
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand((2, 20, 20), generator=generator, dtype=torch.float64)
+    image = clean + 0.1 * torch.rand((2, 20, 20), generator=generator, dtype=torch.float64)
+    crop = (12, 12)
+    inner, changed = center_crop(clean, crop), center_crop(image, crop)
+    mse = 0.5 * (changed - inner).square().sum(dim=(1, 2))
+    reference = torch.tensor([1 - float(ssim_skimage(inner[i].numpy(), changed[i].numpy(),
+                                                     data_range=float(inner[i].max())).reshape(-1)[0])
+                              for i in range(2)], dtype=torch.float64)
+    torch.testing.assert_close(attack_objective(clean, image, Scope(crop=crop)), mse)
+    torch.testing.assert_close(attack_objective(clean, image, Scope(crop=crop, objective="ssim")), reference)
+    both = attack_objective(clean, image, Scope(crop=crop, objective="both"))
+    torch.testing.assert_close(both, mse / (0.5 * inner.square().sum(dim=(1, 2))) + reference)
+    for objective in ("mse", "ssim", "both"):
+        assert (attack_objective(clean, clean, Scope(objective=objective)).abs() < 1e-12).all()
+    outside = clean.clone()
+    outside[:, :2] += 1.0  # a change outside the crop is not counted
+    assert (attack_objective(clean, outside, Scope(crop=crop, objective="both")).abs() < 1e-12).all()
+
+
+def test_the_attack_experiments_settings_are_the_attacks_settings() -> None:
+    """One source of truth: every AttackSettings field is a field of the attacks' dataclasses."""
+    from dataclasses import fields
+
+    from mrirobust.experiments.attack import AttackSettings
+
+    ours = {f.name for f in fields(AttackSettings)}
+    theirs = {f.name for kind in (PgdSettings, TwoStepSettings) for f in fields(kind)} | {"objective"}
+    assert ours == theirs
+    given = AttackSettings(steps=7, beta=0.5, objective="ssim")
+    assert given.given() == {"steps": 7, "beta": 0.5} and given.scope(3, None, (8, 8)).objective == "ssim"

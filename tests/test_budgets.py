@@ -19,6 +19,7 @@ import torch
 from mrirobust.methods.base import Reconstructor
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import fft2c, ifft2c
+from mrirobust.robustness.attack_settings import PgdSettings, Scope, TwoStepSettings
 from mrirobust.robustness.attacks import pgd, project, random_perturbation, two_step, worst_case_linear
 
 CASES = 24  # per attack test (each runs five attacks)
@@ -105,11 +106,12 @@ def test_every_attack_is_within_the_budget(device: str) -> None:
     for seed in range(CASES):
         case = _case(seed, device)
         meta = {"reference": case.reference, "seed": seed}
+        scope = Scope(seed=seed, reference=case.reference)
         optimizer = ("l2", "adam")[seed % 2]
-        _assert_within(pgd(LeastSquares(), case.y, case.mask, case.eps, steps=2, optimizer=optimizer,
-                           **meta).perturbation, case)
-        _assert_within(two_step(LeastSquares(), case.y, case.mask, case.eps, beta=0.5, steps=2, clean_iters=1,
-                                **meta).perturbation, case)
+        _assert_within(pgd(LeastSquares(), case.y, case.mask, case.eps, PgdSettings(steps=2, optimizer=optimizer),
+                           scope).perturbation, case)
+        _assert_within(two_step(LeastSquares(), case.y, case.mask, case.eps,
+                                TwoStepSettings(beta=0.5, steps=2, clean_iters=1), scope).perturbation, case)
         z, _ = worst_case_linear(ifft2c, case.y, case.mask, case.eps, iters=3, **meta)
         _assert_within(z, case)
 

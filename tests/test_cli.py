@@ -70,6 +70,12 @@ def test_bad_file_is_one_line_exit_2(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_findings_of_a_folder_without_a_study_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["findings", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path) in err and "plan" in err
+
+
 def test_empty_folder_and_unknown_method(tmp_path, small_data, capsys):
     assert main(["data", "info", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
@@ -82,14 +88,27 @@ def test_tune_writes_a_config_that_recon_loads(small_data, tmp_path, capsys):
     config = tmp_path / "sense-tuned.yaml"
     assert main(["tune", "sense", str(small_data), "--grid", "l2=0.0,0.01", "--grid", "iters=5,20",
                  "--out", str(config), "--limit", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert "best mean SSIM" in printed and config.exists()
+    captured = capsys.readouterr()
+    assert "best mean SSIM" in captured.out and config.exists()
+    # two values per setting: the best is on an edge of each grid, and tune says so
+    assert captured.err.count("warning: the best") == 2 and "extend --grid iters=" in captured.err
     tuned = __import__("yaml").safe_load(config.read_text())
     assert tuned["name"] == "sense" and tuned["l2"] in (0.0, 0.01) and tuned["iters"] in (5, 20)
     assert main(["recon", str(small_data), "--methods", f"zero-filled,{config}", "--out", str(tmp_path / "r"),
                  "--limit", "2"]) == 0
     assert main(["tune", "sense", str(small_data), "--grid", "lam=1", "--out", str(tmp_path / "x.yaml")]) == 2
     assert "no setting lam" in capsys.readouterr().err
+
+
+def test_tune_warns_only_when_the_best_value_is_on_the_grid_edge():
+    from mrirobust.workflows.tune import edge_warnings
+
+    grid = {"lam": [0.001, 0.01, 0.1], "iters": [50, 100], "basis": ["wavelet", "dct"]}
+    assert edge_warnings(grid, {"lam": 0.01, "iters": 100, "basis": "dct"}) == [
+        "the best iters=100 is the largest value tried (50, 100): the optimum may lie beyond the grid; "
+        "extend --grid iters=..."]
+    assert "smallest" in edge_warnings(grid, {"lam": 0.001, "iters": 75, "basis": "dct"})[0]
+    assert edge_warnings({"lam": [0.01]}, {"lam": 0.01}) == []
 
 
 def test_default_tuning_grids_follow_the_family():

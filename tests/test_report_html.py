@@ -176,8 +176,8 @@ def test_tables_hold_the_hand_computed_means(report):
     assert heat == [["unet", "3", "2", "0.3", "0.3"], ["l1", "3", "2", "0.6", "0.6"]]
     shift = found["group|model|fastmri -> fastmri (in)|fastmri -> stanford (out)"]
     assert shift == [["U-net", "unet-small", "0.85", "0.65"], ["l1", "l1", "0.7", "0.55"]]
-    fit = found["|slope|intercept|R^2|n"]  # two models: no fit, but each group's mean drop in - out
-    assert fit[0][:4] == ["fit", "-", "-", "-"] and fit[0][4]
+    fit = found["|slope [95% CI]|intercept [95% CI]|R^2|n"]  # two models: no fit, each group's mean drop
+    assert fit[0] == ["fit", "-", "-", "-", "inconclusive: only 2 models"]
     assert fit[1:] == [["drop U-net", "+0.2000", "", "", ""], ["drop l1", "+0.1500", "", "", ""]]
     boxes = found["method|n|mean box_mse|mean ssim"]
     assert boxes == [["varnet", "2", "0.002", "0.85"], ["l1", "2", "0.006", "0.65"]]

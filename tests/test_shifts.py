@@ -23,7 +23,7 @@ from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec, seed_from_filename
 from mrirobust.report import shift_figures
 from mrirobust.report.registry import kind_report
-from mrirobust.robustness.shift_analysis import hard_set, low_frequency_proportion
+from mrirobust.robustness.shift_analysis import fit_summary, hard_set, low_frequency_proportion
 
 CF = 0.17  # 8 centre columns of 48: ESPIRiT (l1) needs at least its 6x6 kernel
 MASK = MaskSpec("random", (CF,), (4,))
@@ -106,11 +106,29 @@ def test_dataset_shift_caches_models_resumes_units_and_fits(data, tmp_path):
             mine = [r[SSIM] for r in rows if r["model"] == t["model"] and r["role"] == role]
             assert t[axis] == pytest.approx(np.mean(mine))
     x, y = (np.array([t[k] for t in table]) for k in ("x", "y"))
+    # 4 models are fewer than the default 5 a line needs: no fit, and the text says why
+    assert summary["fit"] is None and summary["fit_note"] == "inconclusive: only 4 models"
+    assert kind_report("dataset_shift").text(rows, first.artefacts).startswith(
+        "figure2: no linear fit (inconclusive: only 4 models)")
     slope, intercept = np.polyfit(x, y, 1)
-    assert summary["fit"]["slope"] == pytest.approx(slope) and summary["fit"]["intercept"] == pytest.approx(intercept)
+    fit = fit_summary(table, min_points=3)["fit"]
+    assert fit["slope"] == pytest.approx(slope) and fit["intercept"] == pytest.approx(intercept)
     assert summary["drop_per_group"]["U-net"] == pytest.approx(np.mean((x - y)[:2]))
-    text = kind_report("dataset_shift").text(rows, first.artefacts)
+    few = [{**r, "min_fit_points": 3} for r in rows]  # the experiment's setting, carried by its rows
+    text = kind_report("dataset_shift").text(few, first.artefacts)
     assert text.startswith(f"figure2: y = {slope:.3f} x + {intercept:.3f}")
+
+    # a group member given its checkpoint is evaluated as is: nothing trained, the trained model's rows
+    (checkpoint,) = [p for p in cache.glob("unet-4-*/best.ckpt")]
+    given = {"U-net": [{**GROUPS["U-net"][0], "checkpoint": str(checkpoint)}]}
+    fresh = tmp_path / "fresh-cache"
+    reused = run_experiment(_shift(DatasetShift, fresh, source, target, groups=given), UnitCache(tmp_path / "c"),
+                            progress=False)
+    assert not list(fresh.glob("*/done.yaml"))
+    def scores(found: list[dict]) -> list[tuple]:
+        return [(r["role"], r["file"], r["slice"], r[SSIM]) for r in found if r["model"] == "unet-4"]
+
+    assert scores(reused.rows) == scores(rows)
 
 
 def test_anatomy_shift_both_directions_other_coils_and_readout(data, tmp_path):

@@ -157,7 +157,7 @@ def test_cli_names_the_field_and_exits_2(data, tmp_path, capsys):
 
 # --- running, caching, resuming --------------------------------------------------------------------
 
-def test_study_runs_once_then_only_what_changed(data, tmp_path, monkeypatch):
+def test_study_runs_once_then_only_what_changed(data, tmp_path, monkeypatch, capsys):
     ran = _count_jobs(monkeypatch)
     out = run_study(_config(data), tmp_path / "out", progress=False)
     assert sorted(ran) == sorted(["l1", "unet", "recon", "attack", "heatmap", "annotated", "shift"])
@@ -171,6 +171,17 @@ def test_study_runs_once_then_only_what_changed(data, tmp_path, monkeypatch):
     figures = sorted((index.parent / "figures").glob("*.png"))
     assert figures and all(f.with_suffix(".pdf").is_file() for f in figures)
     assert all(f'src="figures/{f.name}"' in index.read_text() for f in figures)
+    findings = json.loads((out / "findings.json").read_text())  # written by the runner, read by the report
+    claims = [v["claim"] for v in findings["verdicts"]]
+    assert claims == ["A1", "A2", "A3", "S1", "S2", "S3", "F1", "F2"]
+    assert all(v["verdict"] in ("holds", "fails", "inconclusive") for v in findings["verdicts"])
+    assert "no finished dataset_shift" in findings["verdicts"][3]["line"]
+    page = index.read_text()
+    assert page.index("<section") == page.index('<section id="findings"')
+    assert all(v["line"].split(" -- ")[0] in page for v in findings["verdicts"])
+    capsys.readouterr()
+    assert main(["findings", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [v["line"] for v in findings["verdicts"]]
 
     ran.clear()
     run_study(_config(data), out, progress=False)

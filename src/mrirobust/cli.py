@@ -81,6 +81,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         f"tuned by `mrirobust tune` on {args.data} ({len(samples)} slices, {spec.describe()}): "
         f"mean SSIM {result.best_ssim:.4f}"))
     print(f"best mean SSIM {result.best_ssim:.4f} with {result.best}; wrote {path}")
+    for warning in result.on_edge:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 # Experiment commands: (command, sub-command) -> experiment kind. Their flags are the spec's fields.
@@ -95,8 +97,9 @@ EXPERIMENT_COMMANDS = {
 def cmd_experiment(args: argparse.Namespace) -> None:
     """Run one experiment through the study runner (same resume, store and report as `study`)."""
     from mrirobust.experiments.base import experiment_type
+    from mrirobust.findings import CLAIMS
     from mrirobust.report.registry import kind_report
-    from mrirobust.study.runner import run_with_report
+    from mrirobust.study.runner import run_with_report, study_findings
     from mrirobust.study.store import Store
     from mrirobust.study.wrap import one_experiment_study
 
@@ -109,6 +112,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     rows = store.rows(entry["key"])
     if summary is not None and rows:
         print(summary.text(rows, store.artefacts(entry["key"])))
+    for verdict in study_findings(args.out):  # the paper's claims this kind decides
+        if CLAIMS[verdict.claim][0] == args.kind:
+            print(verdict.line())
     print(f"rows: {Path(args.out) / 'results.csv'}; figures: {report}")
 
 
@@ -134,6 +140,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     from mrirobust.study.runner import write_study_report
 
     print(f"report: {write_study_report(args.results, args.out)}")
+
+
+def cmd_findings(args: argparse.Namespace) -> None:
+    from mrirobust.study.runner import study_findings
+
+    print("\n".join(v.line() for v in study_findings(args.results)))
 
 
 def _add_recon_options(p: argparse.ArgumentParser) -> None:
@@ -237,6 +249,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path, help="the study folder (its --out)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default RESULTS/report)")
     p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("findings", help="the verdicts on the paper's claims (A1-F2) from a study folder's rows")
+    p.add_argument("results", type=Path, help="the study folder (its --out)")
+    p.set_defaults(run=cmd_findings)
 
     p = sub.add_parser("demo", help="the whole study at demo scale on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))

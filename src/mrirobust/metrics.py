@@ -10,6 +10,7 @@ slice; they are differentiable and run on the images' device and dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,6 +213,38 @@ def bootstrap_ci(
     alpha = 1 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(values.mean()), float(low), float(high)
+
+
+def paired_bootstrap_ci(
+    samples: Sequence[np.ndarray],
+    statistic: Callable[[list[np.ndarray]], np.ndarray],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 10000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """A statistic of column means and its percentile-bootstrap CI, resampling rows jointly: (value, low, high).
+
+    Each sample is an (n_k, m_k) matrix whose rows are units (images) and whose columns are paired
+    measurements of those units (methods evaluated on the same images); a resample draws rows, so
+    the pairing is kept, and independent samples (e.g. a hard and a normal set) are drawn
+    independently. `statistic` maps the list of column means, each (R, m_k), to R values.
+    """
+    _check_confidence(confidence)
+    samples = [np.asarray(s, dtype=np.float64).reshape(len(s), -1) for s in samples]
+    if not samples or min(len(s) for s in samples) < 2:
+        raise ShapeError(f"a bootstrap interval needs at least 2 units per sample, got {[len(s) for s in samples]}")
+    value = float(np.asarray(statistic([s.mean(axis=0, keepdims=True) for s in samples])).reshape(-1)[0])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, (1 << 22) // max(s.size for s in samples))
+    draws = []
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        means = [s[rng.integers(0, len(s), size=(size, len(s)))].mean(axis=1) for s in samples]
+        draws.append(np.asarray(statistic(means), dtype=np.float64).reshape(size))
+    alpha = 1 - confidence
+    low, high = np.quantile(np.concatenate(draws), [alpha / 2, 1 - alpha / 2])
+    return value, float(low), float(high)
 
 
 @dataclass(frozen=True)

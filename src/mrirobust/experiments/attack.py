@@ -31,28 +31,42 @@ from mrirobust.experiments.spec import setting
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, ifft2c
 from mrirobust.physics.masks import MaskSpec
+from mrirobust.robustness.attack_settings import Objective, PgdSettings, Scope, TwoStepSettings
 from mrirobust.robustness.attacks import attack, random_perturbation
 
 RANDOM = "random"  # the control: Gaussian z of the same norm
 MAX_EPS = 1.0
 
 
+_PGD, _TWO = PgdSettings(), TwoStepSettings()
+
+
 @dataclass(frozen=True)
 class AttackSettings:
-    """Settings passed to the attack a method's traits call for (unset: the attack's default)."""
+    """Settings of the attack a method's traits call for (unset: that attack's default); each
+    field is a field of robustness.attack_settings' PgdSettings, TwoStepSettings or Scope."""
 
-    steps: int | None = setting(None, help="attack iterations (PGD: 20, two-step: 200)", minimum=1)
+    steps: int | None = setting(None, help=f"attack iterations (PGD: {_PGD.steps}, two-step: {_TWO.steps})",
+                                minimum=1)
     step_size: float | None = setting(None, help="PGD step length (default: the radius)", minimum=0.0)
-    restarts: int | None = setting(None, help="PGD restarts, the best kept", minimum=1)
+    restarts: int | None = setting(None, help=f"PGD restarts, the best kept (default {_PGD.restarts})", minimum=1)
     optimizer: Literal["l2", "adam"] | None = setting(None, help="PGD: normalised l2 steps or the authors' Adam")
     beta: float | None = setting(None, help="two-step: weight of the image-change penalty", minimum=0.0)
-    clean_iters: int | None = setting(None, help="two-step: iterations on the clean loss first", minimum=0)
-    lr: float | None = setting(None, help="two-step: Adam rate of the method's variables", minimum=0.0)
+    clean_iters: int | None = setting(None, help=f"two-step: iterations on the clean loss first ({_TWO.clean_iters})",
+                                      minimum=0)
+    lr: float | None = setting(None, help=f"two-step: Adam rate of the method's variables ({_TWO.lr})", minimum=0.0)
     lr_z: float | None = setting(None, help="two-step: z step in units of the radius", minimum=0.0)
     z_step: Literal["ascent", "descent"] | None = setting(None, help="two-step: direction of the z steps")
+    objective: Objective = setting("both", help="what the attack maximises on the scored crop: mse, ssim "
+                                                "(1 - SSIM) or both (relative MSE + 1 - SSIM, as the verdicts "
+                                                "score SSIM and PSNR)")
 
     def given(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The attack settings that were set (the objective is the scope's, see `scope`)."""
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "objective"}
+
+    def scope(self, seed: int, reference: torch.Tensor | None, crop: tuple[int, int]) -> Scope:
+        return Scope(seed, reference, crop, self.objective)
 
 
 @dataclass(frozen=True)
@@ -104,7 +118,8 @@ class Attack(Sliced):
         samples = [dataset[i] for i in range(min(self.spec.images, len(dataset)))]
         mask = self.mask()
         common = {"evaluated": method_identity(self.inputs, self.labels), "seed": self.spec.seed,
-                  "norm": self.spec.norm, "settings": self.spec.attack.given(), "mask": mask.describe(),
+                  "norm": self.spec.norm, "settings": self.spec.attack.given(),
+                  "objective": self.spec.attack.objective, "mask": mask.describe(),
                   "data": data_identity(dataset), "version": mrirobust.__version__}
         units, start = [], 0
         for group in batches(samples, self.spec.batch_size):
@@ -152,8 +167,8 @@ class Attack(Sliced):
         if label == RANDOM:
             z = random_perturbation(batch.measured, batch.masks, eps, seed=seed, reference=reference)
             return z, RANDOM, None, {"seed": seed}
-        result = attack(self.methods[label], batch.measured, batch.masks, eps, seed=seed, reference=reference,
-                        crop=batch.shape, **self.spec.attack.given())
+        result = attack(self.methods[label], batch.measured, batch.masks, eps, self.spec.attack.given(),
+                        self.spec.attack.scope(seed, reference, batch.shape))
         return result.perturbation.detach(), result.attack, result.objective.detach().tolist(), result.settings
 
     def _perturbed(self, batch: Batch, start: int, label: str, eps: float, clean: UnitResult) -> UnitResult:
@@ -194,6 +209,7 @@ class Attack(Sliced):
                     failure = str(error)
             for i in range(count):
                 row = {**shared, "evaluated": evaluated, schema.CONFIG_HASH: self._hash(evaluated),
+                       "evaluated_family": getattr(self.methods[evaluated], "family", "custom"),
                        **{key: values[i] for key, values in per_image.items()},
                        schema.STATUS: "failed" if failure else "ok", schema.REASON: failure or ""}
                 if failure is None:

@@ -34,7 +34,7 @@ from mrirobust.experiments.spec import setting
 from mrirobust.hashing import digest
 from mrirobust.methods.base import build, describe
 from mrirobust.physics.masks import MaskSpec
-from mrirobust.robustness.shift_analysis import frequency_rows, hard_set
+from mrirobust.robustness.shift_analysis import MIN_FIT_POINTS, frequency_rows, hard_set
 from mrirobust.workflows.prepare import Model, Prepared, PrepareSettings, parse_groups, prepare
 from mrirobust.workflows.train import TrainConfig
 
@@ -65,6 +65,8 @@ class ShiftSpec:
     images: int | None = setting(None, help="evaluate at most this many slices per domain", minimum=1)
     eval_split: str = setting("test", help="the split evaluated on")
     batch_size: int = setting(4, help="slices reconstructed at once", minimum=1)
+    min_fit_points: int = setting(MIN_FIT_POINTS, help="fewest models a line is fitted through (fewer: inconclusive)",
+                                  minimum=3)
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class Shift(Experiment):
     def check(self) -> None:
         self.evaluated = {d.label: d.dataset(self.spec.eval_split, slices=self.eval_slices())
                           for _, ds in self.directions() for d in ds}
-        needs_training = any(describe(m.config).trainable or m.grid for m in self.models)
+        needs_training = any(describe(m.config).needs_checkpoint or m.grid for m in self.models)
         self.fixes = {}
         for train_domain, _ in self.directions():
             train_set = train_domain.dataset("train", required=True) if needs_training else None
@@ -168,11 +170,11 @@ class Shift(Experiment):
         dataset = self.evaluated[domain.label]
         count = len(dataset) if self.spec.images is None else min(self.spec.images, len(dataset))
         prepared_on = None
-        if train_domain is not None and (describe(model.config).trainable or model.grid):
+        if train_domain is not None and (describe(model.config).needs_checkpoint or model.grid):
             prepared_on = [data_identity(train_domain.dataset(s, required=True)) for s in ("train", "val")]
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],
-                    "train": self.train_config.__dict__ if describe(model.config).trainable else None,
+                    "train": self.train_config.__dict__ if describe(model.config).needs_checkpoint else None,
                     "prepared_on": prepared_on, "data": data_identity(dataset),
                     "slices": [slice_id(dataset.index[i]) for i in range(count)], "mask": self.mask().describe(),
                     "resolution_fix": fix, "version": mrirobust.__version__}
@@ -213,8 +215,8 @@ class Shift(Experiment):
         return "in" if row["trained_on"] == row["evaluated_on"] else "out"
 
     def finish(self, results: Sequence[UnitResult]) -> UnitResult:
-        merged = UnitResult([{**row, "role": self.role(row)} for r in results for row in r.rows
-                             if row["trained_on"] != "-"])
+        merged = UnitResult([{**row, "role": self.role(row), "min_fit_points": self.spec.min_fit_points}
+                             for r in results for row in r.rows if row["trained_on"] != "-"])
         examples: dict[str, dict[str, Any]] = {}
         for result in results:
             for direction, images in result.artefacts.get("examples", {}).items():

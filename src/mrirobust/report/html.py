@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ _CSS = """body{font-family:sans-serif;max-width:70em;margin:auto;padding:1em;col
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}
 td.n{text-align:right;font-family:monospace}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto}section{border-top:2px solid #888;margin-top:2em}
-.missing{color:#a00}"""
+.missing{color:#a00}#findings li{margin:.3em 0}#findings summary{font-weight:bold}"""
 _SCRIPT = """window.addEventListener("load", () => {
   const images = Array.from(document.images);
   const loaded = images.filter((i) => i.complete && i.naturalWidth > 0).length;
@@ -55,13 +55,14 @@ class ReportSource:
     artefacts: Callable[[str], dict[str, Any]]
     config: str | None = None  # the study config as written
     planned: bool = True
+    findings: Sequence[Mapping[str, Any]] = ()  # verdicts on the paper's claims (findings.Verdict.as_dict())
 
 
 def write_report(source: ReportSource, out: str | Path) -> Path:
     """Write the report of `source` into the folder `out`; returns the path of its index.html."""
     out = Path(out)
     drawn: set[str] = set()
-    parts = [_header(source)]
+    parts = [_header(source)] + ([_findings(source.findings)] if source.findings else [])
     prepare = [source.records[j["key"]] for j in source.jobs
                if j["key"] in source.records and j["kind"] in PREPARE_KINDS]
     if prepare:
@@ -109,6 +110,24 @@ def _header(source: ReportSource) -> str:
     if source.config is not None:
         parts.append(f"<details><summary>study.yaml</summary><pre>{esc(source.config)}</pre></details>")
     return "<header>" + "\n".join(parts) + "</header>"
+
+
+_COLOURS = {"holds": "#060", "fails": "#a00", "inconclusive": "#875c00"}
+
+
+def _findings(verdicts: Sequence[Mapping[str, Any]]) -> str:
+    """The first section: one coloured line per claim (its verdict, the deciding statistic with CI
+    and n), the rule and every item behind it folded beneath."""
+    lines = []
+    for v in verdicts:
+        items = _table(["item", "verdict", "estimate", "low", "high", "n", "unit", "note"],
+                       [[i["what"], i["verdict"], i["estimate"], i["low"], i["high"], i["n"], i["unit"], i["note"]]
+                        for i in v["items"]]) if v["items"] else ""
+        lines.append(f'<li><details><summary style="color:{_COLOURS.get(v["verdict"], "#222")}">{esc(v["line"])}'
+                     f'</summary><p>Rule: {esc(v["rule"] or "-")}</p>{items}</details></li>')
+    return ('<section id="findings"><h2>Findings: the paper\'s claims</h2><p>holds / fails / inconclusive '
+            "from the stored rows, 95% bootstrap CIs (findings.json holds the same)</p><ul>"
+            + "".join(lines) + "</ul></section>")
 
 
 def _job_section(source: ReportSource, out: Path, job: dict[str, Any], drawn: set[str]) -> str:

@@ -16,7 +16,7 @@ from mrirobust.metrics import LinearFit
 from mrirobust.report.figures import plt, save_figure
 from mrirobust.report.registry import KindReport, Table, register
 from mrirobust.report.tables import pivot
-from mrirobust.robustness.shift_analysis import fit_summary, format_fit, model_table
+from mrirobust.robustness.shift_analysis import MIN_FIT_POINTS, fit_summary, format_fit, model_table
 
 # One marker and colour per group, in order of appearance.
 _STYLES = [("o", "tab:blue"), ("s", "tab:orange"), ("^", "tab:green"), ("D", "tab:red"), ("v", "tab:purple"),
@@ -170,7 +170,8 @@ def fits(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, list[di
     found = []
     for name, xlabel, ylabel, x_role, y_role in panels(rows):
         table = model_table(rows, x_role, y_role)
-        found.append((name, xlabel, ylabel, table, fit_summary(table)))
+        least = rows[0].get("min_fit_points", MIN_FIT_POINTS)
+        found.append((name, xlabel, ylabel, table, fit_summary(table, least)))
     return found
 
 
@@ -197,10 +198,12 @@ def tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
               *pivot(labelled, ["group", "model"], "evaluation", ssim))]
     for name, xlabel, ylabel, _, summary in fits(rows):
         fit = summary["fit"]
-        body = [["fit", *(f"{fit[k]:.4f}" for k in ("slope", "intercept")), f"{fit['r_squared']:.3f}", fit["n"]]] \
+        body = [["fit", *(f"{fit[k]:.4f} [{fit[k + '_ci'][0]:.4f}, {fit[k + '_ci'][1]:.4f}]"
+                          for k in ("slope", "intercept")), f"{fit['r_squared']:.3f}", fit["n"]]] \
             if fit else [["fit", "-", "-", "-", summary.get("fit_note", "")]]
         body += [[f"drop {g}", f"{d:+.4f}", "", "", ""] for g, d in summary["drop_per_group"].items()]
-        found.append((f"{name}: y = {ylabel} against x = {xlabel}", ["", "slope", "intercept", "R^2", "n"], body))
+        header = ["", "slope [95% CI]", "intercept [95% CI]", "R^2", "n"]
+        found.append((f"{name}: y = {ylabel} against x = {xlabel}", header, body))
     hard = sorted({(r["file"], r["slice"]) for r in rows if r["role"] == "hard"})
     if hard:
         found.append((f"The hard set: {len(hard)} slices", ["file", "slice"], [list(h) for h in hard]))

@@ -22,22 +22,21 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from mrirobust.errors import ConfigError
 from mrirobust.methods.base import checked_reconstruct
-from mrirobust.physics.fft import center_crop
 from mrirobust.physics.masks import check_mask
+from mrirobust.robustness.attack_settings import PgdSettings, Scope, TwoStepSettings, attack_objective, split_settings
 
 PGD_STEP_SCALE = 2.5  # the two-step attack's default z step: 2.5 radius / steps
 ADAM_MAX_PROJECTIONS = 100  # the authors' stopping rule: stop after more than 100 projections ...
 ADAM_WINDOW, ADAM_MIN_CHANGE = 200, 0.01  # ... or once ||z|| / ||ref|| grew by < 0.01 in 200 steps
 BETA_DEFAULTS = {"l1": 1.0, "untrained": 0.05}  # the authors' beta for l1 and ConvDecoder
-
-
 @runtime_checkable
 class OptimisationAttackable(Protocol):
     """What an optimisation-based method offers the two-step attack (eq. 3 of the paper).
@@ -57,7 +56,7 @@ class OptimisationAttackable(Protocol):
 
 @dataclass
 class AttackResult:
-    """A perturbation and its effect: clean f(y), perturbed f(y + z), objective 1/2 ||f(y) - f(y+z)||^2."""
+    """A perturbation and its effect: clean f(y), perturbed f(y + z), the objective (`Scope`) per slice."""
 
     perturbation: torch.Tensor  # (B, C, H, W) complex, zero off the mask
     clean: torch.Tensor  # (B, h, w)
@@ -167,41 +166,32 @@ def random_perturbation(
 
 
 # --- scoring ----------------------------------------------------------------------------------
-def _objective(clean: torch.Tensor, image: torch.Tensor, crop: tuple[int, int] | None = None) -> torch.Tensor:
-    """1/2 ||f(y) - f(y + z)||^2 per slice, over the centre `crop` (the scored region) when given."""
-    if crop is not None:
-        clean, image = center_crop(clean, crop), center_crop(image, crop)
-    return 0.5 * (image - clean).square().flatten(1).sum(dim=1)
-
-
 def _label(method: Any) -> str:
     return getattr(method, "name", "") or type(method).__name__
 
 
 def apply_perturbation(
-    method: Any, kspace: torch.Tensor, mask: torch.Tensor, perturbation: torch.Tensor, *, eps: float,
-    attack: str, settings: dict[str, Any] | None = None, clean: torch.Tensor | None = None,
-    crop: tuple[int, int] | None = None, **meta: Any,
+    method: Any, kspace: torch.Tensor, mask: torch.Tensor, perturbation: torch.Tensor, eps: float, *,
+    attack: str = "given", clean: torch.Tensor | None = None, scope: Scope = Scope(), **meta: Any,
 ) -> AttackResult:
     """Score a given perturbation on `method` (also one found for another method: the transfer matrix).
 
-    `clean` reuses an already computed f(y); `crop` as in `pgd`.
+    `clean` reuses an already computed f(y); the objective is the scope's, over its crop.
     """
     mask = check_mask(mask, kspace.shape).to(kspace.device)
     with torch.no_grad():
         clean = checked_reconstruct(method, kspace, mask, **meta) if clean is None else clean
         perturbed = checked_reconstruct(method, kspace + perturbation, mask, **meta)
-    return AttackResult(perturbation.detach(), clean.detach(), perturbed.detach(), _objective(clean, perturbed, crop),
-                        _label(method), attack, check_eps(eps), dict(settings or {}))
+        objective = attack_objective(clean, perturbed, scope)
+    return AttackResult(perturbation.detach(), clean.detach(), perturbed.detach(), objective, _label(method), attack,
+                        check_eps(eps), scope.describe())
 
 
-def random_attack(
-    method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, *, seed: int = 0,
-    reference: torch.Tensor | None = None, **meta: Any,
-) -> AttackResult:
+def random_attack(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, scope: Scope = Scope(),
+                  **meta: Any) -> AttackResult:
     """The baseline: a Gaussian perturbation of the attack's norm, scored on `method`."""
-    z = random_perturbation(kspace, mask, eps, seed=seed, reference=reference)
-    return apply_perturbation(method, kspace, mask, z, eps=eps, attack="random", settings={"seed": seed}, **meta)
+    z = random_perturbation(kspace, mask, eps, seed=scope.seed, reference=scope.reference)
+    return apply_perturbation(method, kspace, mask, z, eps, attack="random", scope=scope, **meta)
 
 
 # --- attacks ----------------------------------------------------------------------------------
@@ -216,12 +206,10 @@ def _positive_int(value: Any, name: str, minimum: int) -> int:
     return value
 
 
-def pgd(
-    method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, *, steps: int = 20,
-    step_size: float | None = None, restarts: int = 1, seed: int = 0, reference: torch.Tensor | None = None,
-    optimizer: str = "l2", crop: tuple[int, int] | None = None, **meta: Any,
-) -> AttackResult:
-    """Projected gradient ascent on 1/2 ||f(y) - f(y + z)||^2 over the ball (eq. 2), per slice.
+def pgd(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, settings: PgdSettings = PgdSettings(),
+        scope: Scope = Scope(), **meta: Any) -> AttackResult:
+    """Projected gradient ascent on the scope's objective (by default 1/2 ||f(y) - f(y + z)||^2,
+    eq. 2) over the ball, per slice.
 
     `optimizer="l2"`: steps z <- P(z + step_size g / ||g||), step_size (absolute, k-space units)
     by default the radius eps ||ref||: measured on the tests' methods, one-radius steps reach 99.7%
@@ -236,11 +224,15 @@ def pgd(
     the exact optimum, so "l2" is the default. Both start at a random point inside the ball (at zero the gradient of the objective
     vanishes), keep the best iterate and the best of `restarts` starts per slice.
 
-    `crop` (h, w): count only the centre region that is scored (the target's size). A method whose
-    output covers the oversampled field of view (l1, CG-SENSE) otherwise lets the attack spend its
-    budget on changes outside the scored image.
+    `scope.crop` (h, w): count only the centre region that is scored (the target's size). A method
+    whose output covers the oversampled field of view (l1, CG-SENSE) otherwise lets the attack
+    spend its budget on changes outside the scored image. `scope.objective="ssim"` or "both": aim
+    at what SSIM sees; the MSE alone lets l1's attack put its change into the few border pixels
+    SSIM's window barely covers (measured: all of it within 8 pixels of the edge).
     """
     eps = check_eps(eps)
+    steps, step_size, restarts, optimizer = settings.steps, settings.step_size, settings.restarts, settings.optimizer
+    seed, reference = scope.seed, scope.reference
     if not getattr(method, "differentiable", False):
         hint = "use the two-step attack (attack='two-step')" if getattr(method, "optimisation_based", False) \
             else "no attack applies"
@@ -274,7 +266,7 @@ def pgd(
         for it in range(steps + 1):
             with torch.enable_grad():
                 image = checked_reconstruct(method, kspace + scale * u, mask, **meta)
-                objective = _objective(clean, image, crop)
+                objective = attack_objective(clean, image, scope)
             with torch.no_grad():
                 better = objective > best_obj
                 best_obj = torch.where(better, objective, best_obj)
@@ -297,19 +289,13 @@ def pgd(
                 history.append(eps * _norms(u))
                 if len(history) > ADAM_WINDOW:  # the norm ratio now vs ADAM_WINDOW steps ago
                     active &= history[-1] - history.pop(0) >= ADAM_MIN_CHANGE
-    settings = {"steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "optimizer": optimizer,
-                "reference": "kspace" if reference is None else "given", "crop": crop}
     best_z = _fit(best_z.detach(), kspace, reference, eps, mask)  # moves z by a few float32 ulps at most
     return AttackResult(best_z, clean, best_image.detach(), best_obj.detach(), _label(method),
-                        "pgd" if optimizer == "l2" else "pgd-adam", eps, settings)
+                        "pgd" if optimizer == "l2" else "pgd-adam", eps, {**asdict(settings), **scope.describe()})
 
 
-def two_step(
-    method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, *, beta: float | None = None,
-    steps: int = 200, clean_iters: int = 100, lr: float = 0.008, lr_z: float | None = None,
-    z_step: str = "ascent", seed: int = 0, reference: torch.Tensor | None = None,
-    crop: tuple[int, int] | None = None, **meta: Any,
-) -> AttackResult:
+def two_step(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
+             settings: TwoStepSettings = TwoStepSettings(), scope: Scope = Scope(), **meta: Any) -> AttackResult:
     """The two-step attack for optimisation-based methods (appendix A.1, eq. 3).
 
     Step 1 optimises L(z, v) = L_method(v; y + z) - beta ||x(v) - x*||^2 / ||x*||^2 jointly for
@@ -328,8 +314,11 @@ def two_step(
     relative too (l1: its objective over ||y||^2; un-trained nets: the mean squared residual of
     k-space normalised to unit RMS), which makes beta = 1 for l1 the authors' value (there
     ||x*||^2 ~ ||y||^2). beta defaults to the authors' 1 (family "l1") and 0.05 ("untrained").
+    The penalty is the scope's objective, relative, on its crop (the MSE term above by default).
     """
     eps = check_eps(eps)
+    beta, steps, clean_iters, lr = settings.beta, settings.steps, settings.clean_iters, settings.lr
+    lr_z, z_step, reference = settings.lr_z, settings.z_step, scope.reference
     if not (getattr(method, "optimisation_based", False) and isinstance(method, OptimisationAttackable)):
         raise ConfigError("attack", f"the two-step attack needs an optimisation-based method with attack_variables, "
                                     f"attack_image and attack_loss; {_label(method)!r} has {_traits(method)}")
@@ -346,7 +335,7 @@ def two_step(
     if z_step not in ("ascent", "descent"):
         raise ConfigError("z_step", f"choose 'ascent' or 'descent', got {z_step!r}")
     sign = 1.0 if z_step == "ascent" else -1.0
-    generator = _generator(kspace.device, seed)
+    generator = _generator(kspace.device, scope.seed)
     with torch.inference_mode(False), torch.enable_grad():
         variables = method.attack_variables(kspace, mask, **meta)
         adam = torch.optim.Adam([v for v in variables if v.requires_grad], lr=lr)
@@ -355,32 +344,33 @@ def two_step(
             method.attack_loss(variables, kspace, mask).sum().backward()
             adam.step()
         x_star = method.attack_image(variables).detach()
-        energy = x_star.square().flatten(1).sum(dim=1).clamp_min(torch.finfo(x_star.dtype).tiny)
         start = torch.rand(radius.shape, generator=generator, device=kspace.device, dtype=radius.dtype)
         u = (_gaussian_direction(kspace, mask, generator) * _per_slice(start, kspace.ndim)).requires_grad_()
         for _ in range(steps):
             adam.zero_grad(set_to_none=True)
             u.grad = None
-            penalty = (method.attack_image(variables) - x_star).square().flatten(1).sum(dim=1) / energy
+            penalty = attack_objective(x_star, method.attack_image(variables), scope, relative=True)
             loss = method.attack_loss(variables, kspace + scale * u, mask) - beta * penalty
             loss.sum().backward()  # slices share no variables: the sum keeps gradients per slice
             adam.step()
             with torch.no_grad():
                 u.copy_(_clip(u + sign * step_z * _unit(u.grad * mask), ones, mask))
-    settings = {"beta": beta, "steps": steps, "clean_iters": clean_iters, "lr": lr, "lr_z": step_z, "z_step": z_step,
-                "seed": seed, "reference": "kspace" if reference is None else "given", "crop": crop}
     z = _fit((scale * u).detach(), kspace, reference, eps, mask)
-    return apply_perturbation(method, kspace, mask, z, eps=eps, attack="two-step",
-                              settings=settings, crop=crop, **meta)
+    result = apply_perturbation(method, kspace, mask, z, eps, attack="two-step", scope=scope, **meta)
+    result.settings = {**asdict(settings), "beta": beta, "lr_z": step_z, **scope.describe()}
+    return result
 
 
-def attack(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, **settings: Any) -> AttackResult:
+def attack(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
+           settings: Mapping[str, Any] | None = None, scope: Scope = Scope(), **meta: Any) -> AttackResult:
     """The attack a method's traits call for: PGD if differentiable (l1 too, through its unrolled
-    fixed-iteration FISTA), else the two-step attack if optimisation-based."""
+    fixed-iteration FISTA), else the two-step attack if optimisation-based. `settings` are flat
+    (`split_settings`): each attack takes its own keys and leaves the other's."""
+    pgd_settings, two_step_settings = split_settings(settings or {})
     if getattr(method, "differentiable", False):
-        return pgd(method, kspace, mask, eps, **settings)
+        return pgd(method, kspace, mask, eps, pgd_settings, scope, **meta)
     if getattr(method, "optimisation_based", False):
-        return two_step(method, kspace, mask, eps, **settings)
+        return two_step(method, kspace, mask, eps, two_step_settings, scope, **meta)
     raise ConfigError("attack", f"no attack applies to {_label(method)!r} ({_traits(method)}): it must be "
                                 "differentiable (PGD) or optimisation-based (two-step)")
 

@@ -107,22 +107,28 @@ def _mean_ci(values: Sequence[float], seed: int) -> tuple[float, float, float]:
     return bootstrap_ci(values, seed=seed)
 
 
-def fit_summary(table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The linear fit of y on x across models (None with fewer than 3 distinct points) and the
-    mean drop x - y per group."""
+MIN_FIT_POINTS = 5  # fewer models than this give no line: a fit through 3 or 4 points decides nothing
+
+
+def fit_summary(table: Sequence[Mapping[str, Any]], min_points: int = MIN_FIT_POINTS) -> dict[str, Any]:
+    """The linear fit of y on x across models with CIs on slope and intercept (None, with
+    "inconclusive: only N models", below `min_points` models) and the mean drop x - y per group."""
     groups = {g: float(np.mean([t["drop"] for t in table if t["group"] == g]))
               for g in dict.fromkeys(t["group"] for t in table)}
+    if len(table) < max(min_points, 3):
+        return {"fit": None, "fit_note": f"inconclusive: only {len(table)} models", "drop_per_group": groups}
     try:
         fit = linear_fit([t["x"] for t in table], [t["y"] for t in table])
     except ShapeError as error:
-        return {"fit": None, "fit_note": str(error), "drop_per_group": groups}
+        return {"fit": None, "fit_note": f"inconclusive: {error}", "drop_per_group": groups}
     return {"fit": asdict(fit), "drop_per_group": groups}
 
 
 def format_fit(name: str, summary: Mapping[str, Any]) -> str:
     fit = summary["fit"]
     line = (f"{name}: y = {fit['slope']:.3f} x + {fit['intercept']:.3f} (slope 95% CI "
-            f"[{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}], R^2 {fit['r_squared']:.3f}, n {fit['n']})"
+            f"[{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}], intercept 95% CI [{fit['intercept_ci'][0]:.3f}, "
+            f"{fit['intercept_ci'][1]:.3f}], R^2 {fit['r_squared']:.3f}, n {fit['n']})"
             if fit else f"{name}: no linear fit ({summary['fit_note']})")
     drops = ", ".join(f"{g} {d:+.4f}" for g, d in summary["drop_per_group"].items())
     return f"{line}\n  mean SSIM drop per group: {drops}"

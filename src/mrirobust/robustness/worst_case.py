@@ -36,6 +36,7 @@ from mrirobust.physics.perturbations import (
     perturb_mask,
     sampling_mask,
 )
+from mrirobust.robustness.attack_settings import Scope
 from mrirobust.robustness.attacks import apply_perturbation, attack
 
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "nmse": False, "mse": False}
@@ -113,10 +114,11 @@ class MatchedAttack:
     scores: dict[str, torch.Tensor]
 
 
-def matched_attack(method: Any, case: Case, spec: Perturbation, *, ssim_variant: str = VOLUME_MAX,
+def matched_attack(method: Any, case: Case, spec: Perturbation, *, ssim_variant: str = VOLUME_MAX, seed: int = 0,
                    **settings: Any) -> MatchedAttack:
-    """The adversarial counterpart of `spec` (attacks.attack, one slice at a time; `settings` such
-    as steps and seed go to it). Sampling shifts change the mask, which the attack keeps: refused."""
+    """The adversarial counterpart of `spec` (attacks.attack, one slice at a time, seeded by
+    `seed`; `settings` such as steps go to it). Sampling shifts change the mask, which the attack
+    keeps: refused."""
     if isinstance(spec, SamplingShift):
         raise ConfigError("perturbation", "a sampling shift changes the mask; the l2 attack keeps it")
     mask = check_mask(case.mask, case.kspace.shape).to(case.kspace.device)
@@ -126,13 +128,13 @@ def matched_attack(method: Any, case: Case, spec: Perturbation, *, ssim_variant:
         change = _measured_change(case.kspace, spec, case.maps, mask)
     dims = (1, 2, 3)
     eps = torch.linalg.vector_norm(change, dim=dims) / torch.linalg.vector_norm(measured, dim=dims)
-    physical = apply_perturbation(method, measured, mask, change, eps=float(eps.max()), attack=spec.kind,
-                                  crop=crop, target_shape=crop)
+    physical = apply_perturbation(method, measured, mask, change, float(eps.max()), attack=spec.kind,
+                                  scope=Scope(crop=crop), target_shape=crop)
     attacked = []
     for i in range(case.kspace.shape[0]):
         slice_mask = mask[i:i + 1] if mask.ndim == 4 and mask.shape[0] > 1 else mask
-        attacked.append(attack(method, measured[i:i + 1], slice_mask, float(eps[i]), crop=crop,
-                               target_shape=crop, **settings))
+        attacked.append(attack(method, measured[i:i + 1], slice_mask, float(eps[i]), settings,
+                               Scope(seed=seed, crop=crop), target_shape=crop))
     images = center_crop(torch.cat([a.perturbed for a in attacked]), crop)
     return MatchedAttack(eps, torch.cat([a.objective for a in attacked]), physical.objective,
                          score(case.target, images, case.max_value, ssim_variant=ssim_variant))

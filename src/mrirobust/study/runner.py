@@ -8,6 +8,7 @@ same store behind.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -22,7 +23,8 @@ from tqdm import tqdm
 
 from mrirobust.atomic import atomic_path
 from mrirobust.errors import ConfigError, DataError, MriRobustError
-from mrirobust.report.html import ReportSource, write_report
+from mrirobust.findings import JobRows, Verdict, as_json, assess
+from mrirobust.report.html import PREPARE_KINDS, ReportSource, write_report
 from mrirobust.study import EXECUTORS
 from mrirobust.study.config import Study, load_study, validate
 from mrirobust.study.jobs import Job, check, execute, job_record, job_summary, plan, with_prepared
@@ -95,6 +97,7 @@ def run_study(config: str | Path | Study | dict, out: str | Path | None = None, 
                   + (f"rows in {', '.join(str(p) for p in written)}" if written else "no rows yet"))
         finally:
             bar.close()
+            write_findings(out)
             if report:
                 print(f"report: {write_study_report(out)}")
     if failures:
@@ -125,8 +128,30 @@ def report_source(out: str | Path) -> ReportSource:
         raise DataError(out, "not a study folder (no study.yaml, no store/plan.json)")
     jobs = plan["jobs"] if plan else []
     records = {entry["key"]: record for entry in jobs if (record := store.record(entry["key"]))}
+    verdicts = [v.as_dict() for v in study_findings(out)] if plan else []
     return ReportSource(out, plan["study"] if plan else out.name, jobs, records, store.rows, store.artefacts,
-                        config.read_text(encoding="utf-8") if config.is_file() else None, plan is not None)
+                        config.read_text(encoding="utf-8") if config.is_file() else None, plan is not None,
+                        verdicts)
+
+
+def study_findings(out: str | Path) -> list[Verdict]:
+    """The verdicts on the paper's claims from the finished experiments of the study folder `out`."""
+    store = Store(Path(out) / "store")
+    plan = store.plan()
+    if plan is None:
+        raise DataError(out, "not a study folder with a plan (no store/plan.json): nothing has run")
+    jobs = [JobRows(entry["name"], entry["kind"], store.rows(entry["key"]),
+                    lambda key=entry["key"]: store.artefacts(key))
+            for entry in plan["jobs"] if entry["kind"] not in PREPARE_KINDS and store.record(entry["key"])]
+    return assess(jobs)
+
+
+def write_findings(out: str | Path) -> Path:
+    """findings.json in the study folder `out` (atomically): the rules and every claim's verdict."""
+    path = Path(out) / "findings.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(as_json(study_findings(out)), indent=1, default=str), encoding="utf-8")
+    return path
 
 
 def write_study_report(out: str | Path, folder: str | Path | None = None) -> Path:

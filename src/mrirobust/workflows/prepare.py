@@ -86,11 +86,12 @@ class PrepareSettings:
 
 
 def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared:
-    """Train (trainable) or tune (with a grid) `model` on the source, or reuse the cached result."""
+    """Train (trainable without a checkpoint) or tune (with a grid) `model` on the source, or reuse
+    the cached result; a model given its checkpoint is used as is."""
     train_config = replace(settings.train, **(model.train or {}))
     torch.manual_seed(train_config.seed)  # as before: what follows in this process sees the same RNG state
     method = describe(model.config)
-    if method.trainable:
+    if method.needs_checkpoint:
         train_set = source.dataset("train", required=True)
         val_set = source.dataset("val", required=True)
         fixed = {k: v for k, v in asdict(train_config).items() if k not in _RUN_ONLY}

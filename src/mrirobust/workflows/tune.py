@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class TuneResult:
     best: dict[str, Any]
     best_ssim: float
     table: list[dict[str, Any]]
+    on_edge: list[str] = field(default_factory=list)  # warnings: a best value on its grid's edge
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -83,7 +84,22 @@ def tune(base: str | Mapping[str, Any], grid: Mapping[str, Sequence[Any]], sampl
             print("  ".join(f"{k}={v}" for k, v in table[-1].items()))
     best_row = max(table, key=lambda row: row["ssim"])
     best = {**base_config, **{k: best_row[k] for k in grid}}
-    return TuneResult(best=best, best_ssim=best_row["ssim"], table=table)
+    return TuneResult(best=best, best_ssim=best_row["ssim"], table=table, on_edge=edge_warnings(grid, best))
+
+
+def edge_warnings(grid: Mapping[str, Sequence[Any]], best: Mapping[str, Any]) -> list[str]:
+    """A warning per numeric setting whose best value is the smallest or largest on its grid (of at
+    least two values): the optimum may lie outside the grid, so extend it that way."""
+    found = []
+    for key, values in grid.items():
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(set(numbers)) < 2 or len(numbers) != len(values):
+            continue
+        side = "smallest" if best[key] == min(numbers) else "largest" if best[key] == max(numbers) else ""
+        if side:
+            found.append(f"the best {key}={best[key]} is the {side} value tried ({', '.join(map(str, values))}): "
+                         f"the optimum may lie beyond the grid; extend --grid {key}=...")
+    return found
 
 
 def save_config(config: Mapping[str, Any], path: str | Path, *, note: str = "") -> Path:
