@@ -115,3 +115,13 @@ def test_corrupt_dicom_and_nifti_are_one_line_errors(tmp_path, name, content):
     with pytest.raises(DataError, match=name) as error:
         load_images(tmp_path / name)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("option", [["--coils", "0"], ["--snr-db", "nan"]])
+def test_cli_bad_options_fail_before_reading(tmp_path, capsys, option):
+    from mrirobust.cli import main
+
+    np.save(tmp_path / "a.npy", np.ones((4, 4), np.float32))
+    assert main(["data", "from-images", str(tmp_path / "a.npy"), str(tmp_path / "out"), *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert option[0] in err and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
