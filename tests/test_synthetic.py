@@ -134,7 +134,7 @@ def test_same_patient_at_two_resolutions():
 
 def test_presets_and_bad_configs(tmp_path):
     demo = PRESETS["demo"]
-    assert {(c.anatomy, c.split, c.num_volumes) for c in demo} >= {("knee", "train", 4), ("brain", "test", 2)}
+    assert {(c.anatomy, c.split, c.num_volumes) for c in demo} >= {("knee", "train", 8), ("brain", "test", 2)}
     assert all(c.num_coils == 8 and c.shape == (160, 160) for c in demo)
     big = PRESETS["fastmri-size"][0]
     assert (big.num_coils, big.matrix, big.oversample, big.shape) == (15, (320, 368), True, (320, 320))
@@ -144,3 +144,5 @@ def test_presets_and_bad_configs(tmp_path):
         synthesize(tmp_path, [SynthConfig("knee", **SMALL), SynthConfig("knee", **SMALL)])
     with pytest.raises(ConfigError):
         SynthConfig("knee", shape=(64, 64), matrix=(32, 64))
+    with pytest.raises(ConfigError, match="detail"):
+        SynthConfig("knee", detail=1.5)

@@ -28,7 +28,7 @@ def _frame(c: Canvas, zoom: tuple[float, float], shift: float, tilt: float) -> t
 def knee(c: Canvas) -> tuple[Layers, torch.Tensor]:
     """Tissue layers of a coronal knee and its body mask."""
     t = c.t
-    y, x = _frame(c, (0.8, 1.3), 0.1, 0.12)
+    y, x = _frame(c, (0.65, 1.25), 0.1, 0.12)
     side = 1.0 if c.uniform(0, 1) < 0.5 else -1.0  # which side the fibula is on (left/right knee)
     joint = c.uniform(-0.12, 0.15)
     cart = c.uniform(0.015, 0.03)  # cartilage thickness
