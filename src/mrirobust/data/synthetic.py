@@ -134,7 +134,7 @@ DEFAULT_PRESET = "demo"
 
 # Dead-leaves populations per family (radii in units: the target's shorter side spans 2).
 _LEAVES = {
-    "knee": Leaves(candidates=3000, r_min=0.015, r_max=0.5, aspect=6.0, depth=2.5, spread=0.25,
+    "knee": Leaves(candidates=3000, r_min=0.015, r_max=0.25, aspect=6.0, depth=2.5, spread=0.12,
                    tissues=(("", 0.93), ("fat", 0.025), ("fibrous", 0.025), ("fluid", 0.01), ("muscle", 0.01)),
                    tissue_radius=0.06),
     "brain": Leaves(candidates=2500, r_min=0.015, r_max=0.35, aspect=4.0, depth=2.0, spread=0.12,
