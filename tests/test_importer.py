@@ -16,7 +16,15 @@ from mrirobust.data.importer import import_kspace
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import ifft2c
 from tests.bart import bart_available, read_cfl, write_cfl
-from tests.test_mridata import COILS, NX, NY, NZ, fft3c, phantom_coil_images, write_ismrmrd
+from tests.test_mridata import (
+    COILS,
+    NX,
+    NY,
+    NZ,
+    fft3c,
+    phantom_coil_images,
+    write_ismrmrd,
+)
 
 RNG = np.random.default_rng(3)
 

@@ -10,7 +10,13 @@ import torch
 
 from mrirobust.data.fastmri import read_slice
 from mrirobust.data.simulate import rss
-from mrirobust.data.synthetic import PRESETS, SynthConfig, generate_volume, render_volume, synthesize
+from mrirobust.data.synthetic import (
+    PRESETS,
+    SynthConfig,
+    generate_volume,
+    render_volume,
+    synthesize,
+)
 from mrirobust.errors import ConfigError
 from mrirobust.physics.fft import center_crop, ifft2c
 
@@ -109,7 +115,7 @@ def test_acquisitions_change_contrast_as_intended():
 def test_requested_snr(snr_db, acquisition, offset):
     config = SynthConfig("brain", acquisition=acquisition, snr_db=None, **SMALL)
     clean = generate_volume(config, 0)[0]
-    noisy, _, meta = generate_volume(replace(config, snr_db=snr_db), 0)
+    noisy = generate_volume(replace(config, snr_db=snr_db), 0)[0]
     noise = (noisy - clean).reshape(3, -1)
     power = (np.abs(clean.reshape(3, -1)) ** 2).mean(1)  # = mean coil-image power (Parseval)
     measured = 10 * np.log10(power / (np.abs(noise) ** 2).mean(1))

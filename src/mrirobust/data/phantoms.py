@@ -240,7 +240,7 @@ class _Shapes:
             if not len(group):
                 continue
             offsets = torch.arange(-size, size + 1)
-            reach = min(slices, int(math.ceil(float(self.depth[group].max()) / step)) + 1)
+            reach = min(slices, math.ceil(float(self.depth[group].max()) / step) + 1)
             nearest = ((self.cz[group] - t[0]) / step).round().long()
             window = nearest[:, None] + torch.arange(-reach, reach + 1)[None]
             valid = (window >= 0) & (window < slices)
