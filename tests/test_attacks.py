@@ -35,7 +35,7 @@ EPSILONS = (0.0, 0.01, 0.05)
 @functools.cache
 def _data(size: int = N) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two knee slices: under-sampled k-space (2, 4, size, size), a 3x column mask (+ centre), true maps."""
-    image = render_volume(SynthConfig(anatomy="knee", shape=(size, size), slices_per_volume=2), 0)[:2]
+    image = render_volume(SynthConfig(anatomy="knee", shape=(size, size), slices_per_volume=2, detail=0.0), 0)[:2]
     kspace, _, maps = simulate_kspace(image, num_coils=COILS, seed=1, snr_db=30)
     mask = torch.zeros(size, dtype=torch.bool)
     mask[::3] = True

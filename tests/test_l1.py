@@ -28,8 +28,8 @@ N, COILS = 96, 8
 
 @pytest.fixture(scope="module")
 def knee() -> dict[str, torch.Tensor]:
-    """A 96 x 96 8-coil knee slice at 25 dB SNR, 4x equispaced mask, ESPIRiT maps computed once."""
-    image = render_volume(SynthConfig(anatomy="knee", shape=(N, N), slices_per_volume=2), 0)[:1]
+    """A 96 x 96 8-coil slice (smooth synthetic brain) at 25 dB SNR, 4x equispaced mask, ESPIRiT maps once."""
+    image = render_volume(SynthConfig(anatomy="brain", shape=(N, N), slices_per_volume=2, detail=0.0), 0)[:1]
     kspace, _, true_maps = simulate_kspace(image, num_coils=COILS, seed=1, snr_db=25)
     clean, truth, _ = simulate_kspace(image, num_coils=COILS, seed=1, snr_db=None)
     mask, _ = mask_spec("equispaced", 0.16, 4).sample(N, seed=0)

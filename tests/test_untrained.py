@@ -20,8 +20,8 @@ TINY = dict(layers=4, channels=16, input_size=(6, 4))
 
 @functools.cache
 def _slices() -> tuple[torch.Tensor, torch.Tensor]:
-    """Two synthetic knee slices: k-space (2, C, N, N) and RSS targets (2, N, N)."""
-    config = SynthConfig(anatomy="knee", num_volumes=1, slices_per_volume=2, num_coils=COILS, shape=(N, N))
+    """Two smooth synthetic brain slices: k-space (2, C, N, N) and RSS targets (2, N, N)."""
+    config = SynthConfig(anatomy="brain", num_volumes=1, slices_per_volume=2, num_coils=COILS, shape=(N, N), detail=0.0)
     kspace, target, _ = generate_volume(config, 0)
     return torch.from_numpy(kspace), torch.from_numpy(target)
 

@@ -39,10 +39,18 @@ def cmd_data_info(args: argparse.Namespace) -> None:
 
 
 def cmd_data_from_images(args: argparse.Namespace) -> None:
-    from mrirobust.data.images import images_to_fastmri
+    from mrirobust.data.images import ImageSimulation, images_to_fastmri
 
-    paths = images_to_fastmri(args.src, args.out, num_coils=args.coils, snr_db=args.snr_db,
-                              oversample=args.oversample, seed=args.seed)
+    paths = images_to_fastmri(args.src, args.out, ImageSimulation(
+        num_coils=args.coils, snr_db=args.snr_db, oversample=args.oversample, seed=args.seed,
+        shading=not args.no_shading, acquisition=args.acquisition, anatomy=args.anatomy))
+    print(f"wrote {len(paths)} files to {args.out}")
+
+
+def cmd_data_import(args: argparse.Namespace) -> None:
+    from mrirobust.data.importer import import_kspace
+
+    paths = import_kspace(args.src, args.out, mask=args.mask, acquisition=args.acquisition, anatomy=args.anatomy)
     print(f"wrote {len(paths)} files to {args.out}")
 
 
@@ -195,13 +203,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.set_defaults(run=cmd_data_info)
     p = data.add_parser("from-images", help="simulate multi-coil k-space from magnitude images")
-    p.add_argument("src", type=Path)
-    p.add_argument("out", type=Path)
-    p.add_argument("--coils", type=int, default=8)
-    p.add_argument("--snr-db", type=float, default=None)
+    p.add_argument("src", type=Path, help="an image file or folder (.npy, .png/.jpg/.tif, NIfTI, DICOM)")
+    p.add_argument("out", type=Path, help="output folder: one fastMRI-layout .h5 per image file")
+    p.add_argument("--coils", type=int, default=8, help="number of simulated coils")
+    p.add_argument("--snr-db", type=float, default=30.0,
+                   help="k-space noise: mean coil-image power over noise variance in dB; inf: no noise")
     p.add_argument("--oversample", action="store_true", help="fastMRI-like 2x readout oversampling")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-shading", action="store_true",
+                   help="normalised coil maps: do not add coil shading (for images that already carry it)")
+    p.add_argument("--acquisition", default="", help="acquisition attribute, e.g. CORPD_FBK or AXT2 (for filters)")
+    p.add_argument("--anatomy", default="", help="anatomy attribute, e.g. knee or brain (for filters)")
+    p.add_argument("--seed", type=int, default=0, help="file i is simulated with seed SEED + i")
     p.set_defaults(run=cmd_data_from_images)
+    p = data.add_parser("import", help="import multi-coil k-space (.npy/.npz, BART .cfl, ISMRMRD, fastMRI)")
+    p.add_argument("src", type=Path, help="a k-space file or folder of them")
+    p.add_argument("out", type=Path, help="output folder: one fastMRI-layout .h5 per source file")
+    p.add_argument("--mask", type=Path, help="a .npy mask (W,) or (H, W); default: the file's own or its nonzero samples")
+    p.add_argument("--acquisition", default="", help="acquisition attribute, e.g. CORPD_FBK or AXT2 (for filters)")
+    p.add_argument("--anatomy", default="", help="anatomy attribute, e.g. knee or brain (for filters)")
+    p.set_defaults(run=cmd_data_import)
 
     p = sub.add_parser("train", help="train a trainable method (U-net, VarNet, plug-ins) on a data folder")
     p.add_argument("method", help="a method name or YAML config, e.g. unet-small")

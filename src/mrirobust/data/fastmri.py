@@ -4,6 +4,7 @@ Layout of a file (what fastMRI's own `SliceDataset` relies on):
 - `kspace`: (slices, coils, H, W) complex64, H the readout, W the phase encode;
 - `reconstruction_rss`: (slices, h, w) float32 target in train/val files (usually 320 x 320);
 - `mask`: (W,) sampled columns, only in test/challenge files (which then carry no target);
+  files written by `mrirobust data import` may carry a 2-D (H, W) mask instead;
 - `ismrmrd_header`: ISMRMRD XML; fastMRI derives the zero-padded k-space columns from it:
   padding_left = enc_y // 2 - center, padding_right = padding_left + maximum + 1
   (encodingLimits/kspace_encoding_step_1);
@@ -116,7 +117,8 @@ def write_volume(
     """Write a fastMRI-layout multi-coil file atomically (temp file + rename: never a partial file).
 
     `kspace` is (slices, coils, H, W); `target` (slices, h, w) for train/val files, `mask` (W,)
-    for test files. The recon size defaults to the target's (h, w), else (H, W).
+    (a column mask, as in fastMRI test files) or (H, W) (any 2-D sampling pattern). The recon
+    size defaults to the target's (h, w), else (H, W).
     """
     path = Path(path)
     kspace = np.asarray(kspace)
@@ -130,8 +132,8 @@ def write_volume(
             raise DataError(path, f"target must be ({slices}, h, w), got shape {target.shape}")
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (width,):
-            raise DataError(path, f"mask must have shape ({width},), got {mask.shape}")
+        if mask.shape not in ((width,), (height, width)):
+            raise DataError(path, f"mask must have shape ({width},) or ({height}, {width}), got {mask.shape}")
     if recon_size is None:
         recon_size = target.shape[1:] if target is not None else (height, width)
     header = _header_xml((height, width, 1), (*recon_size, 1), width)

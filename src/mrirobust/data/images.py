@@ -9,6 +9,8 @@ with the rescale slope/intercept applied). nibabel and pydicom are the optional 
 from __future__ import annotations
 
 import importlib
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch
 
 from mrirobust.data.fastmri import write_volume
 from mrirobust.data.simulate import simulate_kspace
-from mrirobust.errors import DataError
+from mrirobust.errors import ConfigError, DataError
 
 _PILLOW = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SUFFIXES = (".npy", ".nii", ".nii.gz", ".dcm", *_PILLOW)
@@ -88,25 +90,52 @@ def load_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
     for file in files:
         try:
             images.append((_stem(file), _read(file)))
-        except (OSError, ValueError, EOFError, AttributeError) as error:
-            raise DataError(file, f"cannot read: {error}") from None
+        except DataError:
+            raise
+        except Exception as error:  # noqa: BLE001 - nibabel/pydicom/Pillow raise their own types for corrupt files
+            raise DataError(file, f"cannot read (corrupt or not an image?): {' '.join(str(error).split())}") from None
     names = [name for name, _ in images]
     if len(set(names)) != len(names):
         raise DataError(path, "two image files share a name (e.g. a.png and a.npy); rename one")
     return images
 
 
-def images_to_fastmri(src: str | Path, out: str | Path, *, num_coils: int = 8, snr_db: float | None = 30.0,
-                      oversample: bool = False, seed: int = 0) -> list[Path]:
+@dataclass(frozen=True)
+class ImageSimulation:
+    """How images become k-space: `num_coils` birdcage coils (with their shading unless
+    `shading=False`), k-space noise at `snr_db` (None or inf: none; see `simulate_kspace`),
+    2x readout `oversample`, file i simulated with seed `seed + i`; `acquisition` and `anatomy`
+    are written as the files' attributes (so dataset and anatomy filters apply)."""
+
+    num_coils: int = 8
+    snr_db: float | None = 30.0
+    oversample: bool = False
+    seed: int = 0
+    shading: bool = True
+    acquisition: str = ""
+    anatomy: str = ""
+
+    def __post_init__(self) -> None:
+        if self.num_coils < 1:
+            raise ConfigError("--coils", f"must be at least 1, got {self.num_coils}")
+        if self.snr_db is not None and math.isnan(self.snr_db):
+            raise ConfigError("--snr-db", "is NaN; give a number of dB, or inf for no noise")
+
+
+def images_to_fastmri(src: str | Path, out: str | Path, simulation: ImageSimulation = ImageSimulation()
+                      ) -> list[Path]:
     """Simulate multi-coil k-space for every image file of `src`; one fastMRI file per image file.
 
-    File i is simulated with seed `seed + i`; its target is the (cropped) RSS of the noisy coil
-    images, as in fastMRI. Returns the written paths `out/<name>.h5`.
+    Its target is the (cropped) RSS of the noisy coil images, as in fastMRI. Every image file is
+    read (and checked) before any is simulated. Returns the written paths `out/<name>.h5`.
     """
+    s = simulation
+    snr_db = None if s.snr_db is None or math.isinf(s.snr_db) else s.snr_db
+    attrs = {"source": str(Path(src).name), **({"anatomy": s.anatomy} if s.anatomy else {})}
     paths = []
     for i, (name, slices) in enumerate(load_images(src)):
-        kspace, target, _ = simulate_kspace(torch.from_numpy(slices), num_coils=num_coils, seed=seed + i,
-                                            snr_db=snr_db, oversample=oversample)
+        kspace, target, _ = simulate_kspace(torch.from_numpy(slices), num_coils=s.num_coils, seed=s.seed + i,
+                                            snr_db=snr_db, oversample=s.oversample, shading=s.shading)
         paths.append(write_volume(Path(out) / f"{name}.h5", kspace.numpy(), target=target.numpy(),
-                                  patient_id=name, attrs={"source": str(Path(src).name), "seed": seed + i}))
+                                  acquisition=s.acquisition, patient_id=name, attrs={**attrs, "seed": s.seed + i}))
     return paths

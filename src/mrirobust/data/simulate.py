@@ -24,6 +24,8 @@ def simulate_kspace(
     snr_db: float | None = None,
     oversample: bool = False,
     maps: torch.Tensor | None = None,
+    shading: bool = True,
+    coil_radius: float = 1.5,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Simulate fully sampled multi-coil k-space from real magnitude image(s) (H, W) or (B, H, W).
 
@@ -32,10 +34,14 @@ def simulate_kspace(
     `oversample=True` embeds the image in a field of view twice as long along H (fastMRI's 2x
     readout oversampling), so H' = 2H; otherwise H' = H, W' = W.
 
-    Coil images are S_i x with the given `maps`, or, if None, un-normalised birdcage maps
-    (scaled to a mean sum_i |S_i|^2 of 1 over the image), so the target shows coil shading as
-    fastMRI's RSS images do. The returned maps are normalised (sum_i |S_i|^2 = 1): with them,
-    F S x_eff reproduces the noise-free k-space for x_eff = the noise-free RSS times the phase.
+    Coil images are S_i x with the given `maps`, or, if None, un-normalised birdcage maps of
+    coils on a circle of relative radius `coil_radius` (scaled to a mean sum_i |S_i|^2 of 1 over
+    the image), so the target shows coil shading as fastMRI's RSS images do; `shading=False`
+    normalises them (sum_i |S_i|^2 = 1), for images that already carry shading. The birdcage is
+    laid out over the 2x readout field of view with or without `oversample`, so the image's
+    corners never sit next to a coil (their shading would set the target's maximum). The
+    returned maps are normalised: with them, F S x_eff reproduces the noise-free k-space for
+    x_eff = the noise-free RSS times the phase.
 
     SNR: snr_db = 10 log10(P / sigma^2), P the mean of |S_i x|^2 over all coils and the H x W
     image pixels (per image), sigma^2 = E|n|^2 of one complex k-space sample, which is also the
@@ -58,7 +64,8 @@ def simulate_kspace(
         x = torch.nn.functional.pad(x, (0, 0, top, full[0] - height - top))
 
     if maps is None:
-        maps = birdcage_maps(num_coils, full, normalize=False, device=device)
+        maps = center_crop(birdcage_maps(num_coils, (2 * height, width), radius=coil_radius, normalize=not shading,
+                                         device=device), full)
         power = (center_crop(maps, (height, width)).abs() ** 2).sum(0).mean()
         maps = maps / torch.sqrt(power)
     elif tuple(maps.shape) != (num_coils, *full):

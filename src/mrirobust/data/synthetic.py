@@ -32,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrirobust.data.anatomy import brain, knee
 from mrirobust.data.annotations import write_fastmri_plus
 from mrirobust.data.fastmri import write_volume
+from mrirobust.data.phantoms import Canvas, Leaves, paint, paint_leaves
 from mrirobust.data.simulate import simulate_kspace
 from mrirobust.errors import ConfigError
-from mrirobust.physics.fft import center_crop, ifft2c
+from mrirobust.physics.fft import center_crop
 
 # Tissue intensities per acquisition (relative; each family's brightest tissue near 1).
 ACQUISITIONS: dict[str, dict[str, dict[str, float]]] = {
@@ -50,7 +52,6 @@ ACQUISITIONS: dict[str, dict[str, dict[str, float]]] = {
         "AXT1": dict(fat=0.9, fibrous=0.05, csf=0.12, gm=0.42, wm=0.62),
     },
 }
-_SPECTRUM_HALF = 48  # random-field coefficients cover |frequency| < 48 cycles per 2 units
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,12 @@ class SynthConfig:
     `shape` is the target (h, w); `matrix` the imaged matrix before readout oversampling
     (default `shape`; fastMRI knee: 320 x 368 for a 320 x 320 target). k-space is
     (2 * matrix[0] if oversample else matrix[0], matrix[1]). `acquisition`: one name or a tuple
-    cycled over the volumes (None: all of the family's). `snr_db` as in `simulate_kspace`.
+    cycled over the volumes (None: all of the family's). `snr_db` as in `simulate_kspace`, plus
+    the acquisition's offset (`SNR_OFFSET_DB`: fat-suppressed and FLAIR images are noisier) and a
+    per-volume uniform draw in +-`snr_spread_db`; None: no noise.
     `lesions`: small planted lesions per volume (0: none, the files are as without the option).
+    `detail` scales the random structure (dead leaves, 1/f texture, bias field): 1 gives the
+    realistic images, 0 the smooth anatomy alone (a sparse image, for solver tests).
     """
 
     anatomy: str = "knee"
@@ -74,8 +79,10 @@ class SynthConfig:
     matrix: tuple[int, int] | None = None
     oversample: bool = False
     snr_db: float | None = 25.0
+    snr_spread_db: float = 0.0
     seed: int = 0
     lesions: int = 0
+    detail: float = 1.0
 
     def __post_init__(self) -> None:
         if self.anatomy not in ACQUISITIONS:
@@ -86,6 +93,8 @@ class SynthConfig:
                                                  f"choose from {sorted(ACQUISITIONS[self.anatomy])}")
         if self.lesions < 0:
             raise ConfigError("lesions", f"must be >= 0, got {self.lesions}")
+        if not 0 <= self.detail <= 1:
+            raise ConfigError("detail", f"must be in [0, 1], got {self.detail}")
         if min(self.num_volumes, self.slices_per_volume, self.num_coils) < 1:
             raise ConfigError("num_volumes/slices_per_volume/num_coils", "must be positive")
         if self.matrix is not None and (self.matrix[0] < self.shape[0] or self.matrix[1] < self.shape[1]):
@@ -98,19 +107,21 @@ class SynthConfig:
         return (self.acquisition,) if isinstance(self.acquisition, str) else tuple(self.acquisition)
 
 
-def _demo(anatomy: str) -> list[SynthConfig]:
+def _demo(anatomy: str, train: int) -> list[SynthConfig]:
     # 2x readout oversampling as in fastMRI: without it the anatomy runs into the k-space FOV's
     # edge along the readout, which no smooth coil-map model (ESPIRiT, SENSE) represents.
     # The test split carries planted lesions (with a fastMRI+ style annotations.csv) for the
     # annotated small-feature experiment.
-    return [SynthConfig(anatomy, split=split, num_volumes=n, oversample=True, lesions=3 if split == "test" else 0)
-            for split, n in (("train", 4), ("val", 2), ("test", 2))]
+    return [SynthConfig(anatomy, split=split, num_volumes=n, oversample=True, snr_db=27.0, snr_spread_db=5.0,
+                        lesions=3 if split == "test" else 0)
+            for split, n in (("train", train), ("val", 2), ("test", 2))]
 
 
 PRESETS: dict[str, list[SynthConfig]] = {
-    # 2 families x (4 train + 2 val + 2 test) volumes x 8 slices, 8 coils, 320 x 160 k-space,
-    # 160 x 160 targets: CPU-sized.
-    "demo": _demo("knee") + _demo("brain"),
+    # Knees: 8 train + 2 val + 2 test volumes, brains 4 + 2 + 2, 8 slices each, 8 coils, 320 x 160
+    # k-space, 160 x 160 targets: CPU-sized. The demo trains its networks on the 64 knee slices
+    # (half as many gave networks too under-trained to beat zero-filling on other anatomy).
+    "demo": _demo("knee", 8) + _demo("brain", 4),
     "fastmri-size": [
         SynthConfig("knee", split="val", num_volumes=2, slices_per_volume=8, num_coils=15,
                      shape=(320, 320), matrix=(320, 368), oversample=True),
@@ -121,173 +132,25 @@ PRESETS: dict[str, list[SynthConfig]] = {
 DEFAULT_PRESET = "demo"
 
 
-class _Canvas:
-    """Coordinates, random draws and soft masks for S slices of an (H, W) matrix.
-
-    Positions are in units where the target's shorter side spans [-1, 1); a wider matrix sees
-    more of the object. `t` (S, 1, 1) is the slice position within the organ, in [-1, 1].
-    """
-
-    def __init__(self, matrix: tuple[int, int], target: tuple[int, int], t: torch.Tensor,
-                 generator: torch.Generator) -> None:
-        self.matrix = matrix
-        self.unit = 2.0 / min(target)  # pixel size
-        height, width = matrix
-        self.y = ((torch.arange(height, dtype=torch.float64) - height // 2) * self.unit)[:, None]
-        self.x = ((torch.arange(width, dtype=torch.float64) - width // 2) * self.unit)[None, :]
-        self.t = t[:, None, None]
-        self.generator = generator
-
-    def uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * float(torch.rand((), generator=self.generator, dtype=torch.float64))
-
-    def soft(self, distance: torch.Tensor) -> torch.Tensor:
-        """Anti-aliased inside-mask of a signed distance (positive inside), ~1 pixel edge."""
-        return torch.sigmoid(distance / (0.6 * self.unit))
-
-    def field(self, centre: float, width: float, *, stretch: float = 1.0, angle: float = 0.0,
-              drift: float = 0.3, symmetric: float = 0.0) -> torch.Tensor:
-        """A unit-variance Gaussian random field per slice (S, H, W), drifting smoothly over slices.
-
-        Its spectrum is a ring of radius `centre` and width `width` (cycles per 2 units; centre 0
-        is low-pass); `stretch` > 1 squeezes it along x at `angle` (structures elongated along x).
-        Slice s mixes two fields as cos(phi_s) A + sin(phi_s) B with phi growing by `drift`.
-        `symmetric` in [0, 1] blends in the mirror image about x = 0.
-        """
-        n = _SPECTRUM_HALF
-        coefficients = torch.randn(2, 2 * n, 2 * n, generator=self.generator, dtype=torch.complex128)
-        spectra = []
-        for size in self.matrix:
-            extent = size * self.unit / 2  # frequency index f is f / extent cycles per 2 units
-            spectra.append(torch.arange(-(size // 2), size - size // 2, dtype=torch.float64) / extent)
-        ky, kx = spectra[0][:, None], spectra[1][None, :]
-        u = ky * math.cos(angle) + kx * math.sin(angle)
-        v = kx * math.cos(angle) - ky * math.sin(angle)
-        weight = torch.exp(-0.5 * ((torch.sqrt(u**2 + (stretch * v) ** 2) - centre) / width) ** 2)
-        grid = torch.zeros(2, *self.matrix, dtype=torch.complex128)
-        rows = _overlap(self.matrix[0], n)
-        cols = _overlap(self.matrix[1], n)
-        grid[:, rows[0], cols[0]] = coefficients[:, rows[1], cols[1]]
-        spectrum = grid * weight
-        pair = ifft2c(spectrum).real * math.sqrt(2 * self.matrix[0] * self.matrix[1] / (weight**2).sum())
-        if symmetric:
-            mirrored = torch.roll(torch.flip(pair, (-1,)), 1 - self.matrix[1] % 2, -1)
-            pair = ((1 - symmetric) * pair + symmetric * (pair + mirrored) / math.sqrt(2))
-        phi = self.uniform(0, 2 * math.pi) + drift * torch.arange(self.t.shape[0], dtype=torch.float64)
-        return torch.cos(phi)[:, None, None] * pair[0] + torch.sin(phi)[:, None, None] * pair[1]
+# Dead-leaves populations per family (radii in units: the target's shorter side spans 2).
+_LEAVES = {
+    "knee": Leaves(candidates=3000, r_min=0.015, r_max=0.25, aspect=6.0, depth=2.5, spread=0.12,
+                   tissues=(("", 0.93), ("fat", 0.025), ("fibrous", 0.025), ("fluid", 0.01), ("muscle", 0.01)),
+                   tissue_radius=0.06),
+    "brain": Leaves(candidates=2500, r_min=0.015, r_max=0.35, aspect=4.0, depth=2.0, spread=0.12,
+                    tissues=(("", 0.95), ("csf", 0.02), ("wm", 0.015), ("gm", 0.015)), tissue_radius=0.04),
+}
+_SHAPES = {"knee": knee, "brain": brain}
+# Per-acquisition SNR relative to `SynthConfig.snr_db` (suppressing a bright tissue costs signal).
+SNR_OFFSET_DB = {"CORPD_FBK": 0.0, "CORPDFS_FBK": -5.0, "AXT2": 0.0, "AXFLAIR": -4.0, "AXT1": -2.0}
 
 
-def _overlap(size: int, half: int) -> tuple[slice, slice]:
-    """Slices of a size-`size` centred FFT grid and of the (2 half) coefficient grid that overlap."""
-    low = max(-(size // 2), -half)
-    high = min(size - size // 2, half)
-    return slice(low + size // 2, high + size // 2), slice(low + half, high + half)
-
-
-def _ellipse(y, x, cy, cx, ay, ax, angle=0.0):
-    """Approximate signed distance to an ellipse (positive inside)."""
-    dy, dx = y - cy, x - cx
-    u = dy * math.cos(angle) + dx * math.sin(angle)
-    v = dx * math.cos(angle) - dy * math.sin(angle)
-    rho = torch.sqrt((u / ay) ** 2 + (v / ax) ** 2)
-    return (1 - rho) * torch.minimum(torch.as_tensor(ay), torch.as_tensor(ax))
-
-
-def _smoothstep(z: torch.Tensor) -> torch.Tensor:
-    z = z.clamp(0, 1)
-    return z * z * (3 - 2 * z)
-
-
-def _knee(c: _Canvas) -> list[tuple[str, torch.Tensor]]:
-    """Tissue layers of a coronal knee, painted in order."""
-    y, t = c.y, c.t
-    side = 1.0 if c.uniform(0, 1) < 0.5 else -1.0  # which side the fibula is on (left/right knee)
-    cx = c.uniform(-0.1, 0.1)
-    x = c.x - cx - c.uniform(-0.04, 0.04) * y  # the leg slightly tilted
-    joint = c.uniform(-0.05, 0.12)
-    cart = c.uniform(0.018, 0.026)  # cartilage thickness
-    femur_end, tibia_top = joint - cart - 0.006, joint + cart + 0.006
-    low = c.field(0, 3)
-
-    leg = c.uniform(0.62, 0.74) - 0.06 * y + 0.02 * low - x.abs()
-    fat_depth = c.uniform(0.05, 0.11)
-    muscle = c.soft(leg - fat_depth - 0.02 * c.field(0, 4))
-    streaks = c.soft((c.field(32, 8, stretch=6, angle=c.uniform(-0.35, 0.35)) - 1.6) * 0.05)
-
-    # Femur: shaft widening into two condyles, the notch deepening towards posterior slices.
-    spread = 0.2 + 0.04 * t
-    ry, rx = c.uniform(0.14, 0.18), c.uniform(0.16, 0.2)
-    width = 0.2 + 0.25 * _smoothstep((y - (femur_end - 0.6)) / 0.45)
-    shaft = torch.minimum(width - x.abs(), femur_end - ry - y + 0.05)
-    condyles = torch.maximum(_ellipse(y, x, femur_end - ry, -spread, ry, rx),
-                             _ellipse(y, x, femur_end - ry, spread, ry, rx))
-    notch = _ellipse(y, x, femur_end, 0.0, 0.05 + 0.13 * (0.4 + t).clamp(0, 1), 0.07)
-    femur = torch.minimum(torch.maximum(shaft, condyles), -notch)
-
-    # Tibia: plateau with the tibial spines, narrowing to the shaft; fibula head posteriorly.
-    spines = 0.035 * (torch.exp(-((x - 0.03) / 0.03) ** 2) + torch.exp(-((x + 0.04) / 0.03) ** 2))
-    plateau = y - tibia_top + spines - 0.01 * (x / 0.4) ** 2
-    tibia = torch.minimum(plateau, 0.21 + 0.25 * (1 - _smoothstep((y - tibia_top) / 0.35)) - x.abs())
-    fibula = _ellipse(y, x, tibia_top + 0.24, side * 0.43, 0.09, 0.055) - 0.3 * (1 - ((t - 0.1) * 3).clamp(0, 1))
-    bones = torch.maximum(torch.maximum(femur, tibia), fibula)
-
-    # Soft tissue around the joint: fluid, fat pad and ligament in the notch, menisci.
-    fluid = c.soft(torch.minimum(0.45 - x.abs(), torch.minimum(y - femur_end + 0.12, tibia_top + 0.05 - y)))
-    ligament = c.soft(0.022 - ((y - joint + 0.08) * math.cos(1.0) - x * math.sin(1.0)).abs()) \
-        * c.soft(notch + 0.02) * (1 - (t.abs() / 0.5)).clamp(0, 1)
-    s = x.abs() - 0.27
-    meniscus = c.soft(torch.minimum(0.01 + 0.05 * (s / 0.17).clamp(0, 1) - (y - joint).abs(),
-                                    torch.minimum(s, 0.2 - s)))
-    cartilage = c.soft(torch.maximum(
-        torch.minimum(femur + cart, y - (femur_end - 0.22)), torch.minimum(tibia + cart, tibia_top + 0.05 - y)))
-
-    marrow = c.soft(bones - 0.016)
-    trabeculae = 0.3 * c.soft((c.field(45, 10) - 1.0) * 0.04) * marrow
-    scars = c.soft(0.006 - torch.minimum((y - femur_end + 0.33 - 0.02 * low).abs(),
-                                         (y - tibia_top - 0.27 - 0.02 * low).abs())) * marrow
-    inside = c.soft(leg)
-    return [("fat", inside), ("muscle", muscle), ("fat", 0.8 * streaks * muscle),
-            ("fluid", fluid * inside), ("fat", c.soft(notch) * inside), ("fibrous", ligament),
-            ("fibrous", meniscus * inside), ("cartilage", cartilage * inside),
-            ("fibrous", c.soft(bones)), ("marrow", marrow), ("fibrous", trabeculae), ("fibrous", scars)]
-
-
-def _brain(c: _Canvas) -> list[tuple[str, torch.Tensor]]:
-    """Tissue layers of an axial brain slice, painted in order."""
-    t = c.t
-    size = torch.sqrt((1 - (t / 1.2) ** 2).clamp_min(0.05))
-    cy, cx = c.uniform(-0.05, 0.05), c.uniform(-0.03, 0.03)
-    tilt = c.uniform(-0.08, 0.08)
-    ay, ax = c.uniform(0.8, 0.88) * size, c.uniform(0.64, 0.72) * size
-    y = (c.y - cy) * math.cos(tilt) + (c.x - cx) * math.sin(tilt)
-    x = (c.x - cx) * math.cos(tilt) - (c.y - cy) * math.sin(tilt)
-    head = _ellipse(y, x, 0.0, 0.0, ay, ax) + 0.01 * c.field(0, 3, symmetric=0.8)
-    brain = head - 0.1  # depth below the brain surface
-
-    folds = c.field(9, 3, symmetric=0.8, drift=0.5)
-    sulci = c.soft((0.2 - folds.abs()) * 0.08) * c.soft(0.1 + 0.03 * c.field(0, 4) - brain)
-    white = torch.maximum(brain - 0.13, torch.minimum(brain - 0.035, (folds.abs() - 0.75) * 0.1))
-    middle = (1 - (t / 0.6) ** 2).clamp(0, 1)  # ventricles and nuclei live in the central slices
-    ventricles = torch.maximum(_ellipse(y, x, -0.06, -0.07, 0.22, 0.05, angle=0.12),
-                               _ellipse(y, x, -0.06, 0.07, 0.22, 0.05, angle=-0.12)) - 0.08 * (1 - middle)
-    nuclei = torch.maximum(_ellipse(y, x, 0.05, -0.18, 0.13, 0.06), _ellipse(y, x, 0.05, 0.18, 0.13, 0.06)) \
-        - 0.08 * (1 - middle)
-    fissure = c.soft(0.008 - x.abs()) * c.soft((y / ay).abs() - 0.4)
-    inside = c.soft(brain)
-    return [("fat", c.soft(head)), ("fibrous", c.soft(head - 0.04)), ("csf", c.soft(head - 0.08)),
-            ("gm", inside), ("csf", sulci * inside), ("wm", c.soft(white)), ("gm", c.soft(nuclei)),
-            ("csf", c.soft(ventricles)), ("csf", fissure * inside)]
-
-
-_ANATOMY = {"knee": (_knee, 0.06, 25.0), "brain": (_brain, 0.03, 8.0)}  # layers, texture amount, grain
-
-
-def _paint(layers: list[tuple[str, torch.Tensor]], contrast: dict[str, float]) -> torch.Tensor:
-    """Composite soft tissue masks in order: each layer covers what lies below by its opacity."""
-    image = torch.zeros(())
-    for tissue, opacity in layers:
-        image = image + opacity * (contrast[tissue] - image)
-    return image
+def _contrast(acquisition: str, anatomy: str, generator: torch.Generator) -> dict[str, float]:
+    """The acquisition's tissue intensities with this volume's jitter (relaxation times and
+    sequence parameters differ between patients and scanners)."""
+    table = ACQUISITIONS[anatomy][acquisition]
+    jitter = torch.exp(0.12 * torch.randn(len(table), generator=generator, dtype=torch.float64))
+    return {tissue: value * float(j) for (tissue, value), j in zip(sorted(table.items()), jitter)}
 
 
 def _volume_seed(config: SynthConfig, index: int) -> int:
@@ -299,7 +162,7 @@ def _volume_seed(config: SynthConfig, index: int) -> int:
 LESION_LABELS = {"bright": "Synthetic lesion - bright", "dark": "Synthetic lesion - dark"}
 
 
-def _lesions(config: SynthConfig, index: int, canvas: _Canvas, image: torch.Tensor, contrast: dict[str, float]
+def _lesions(config: SynthConfig, index: int, canvas: Canvas, image: torch.Tensor, contrast: dict[str, float]
              ) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[int, str, int, int, int, int]]]:
     """`config.lesions` disc layers inside the anatomy of `image` (S, H, W) and their boxes
     (slice, label, top, left, height, width) in the target frame."""
@@ -335,21 +198,28 @@ def _lesions(config: SynthConfig, index: int, canvas: _Canvas, image: torch.Tens
 def _render(config: SynthConfig, index: int, acquisition: str | None = None
             ) -> tuple[torch.Tensor, list[tuple[int, str, int, int, int, int]]]:
     """Magnitude images (S, H, W) on the imaged matrix, float32, and the planted lesions' boxes."""
-    layers_of, texture, grain = _ANATOMY[config.anatomy]
     generator = torch.Generator().manual_seed(_volume_seed(config, index))
-    span = config.slices_per_volume / 16 * (0.8 + 0.4 * float(torch.rand((), generator=generator)))
-    t = float(torch.rand((), generator=generator) - 0.5) * 0.3 \
-        + span * torch.linspace(-0.5, 0.5, config.slices_per_volume, dtype=torch.float64)
-    canvas = _Canvas(config.matrix or config.shape, config.shape, t, generator)
-    layers = layers_of(canvas)
-    modulation = 1 + texture * (canvas.field(0, 3) + canvas.field(grain, grain / 2)) / math.sqrt(2)
+    spacing = 0.05 + 0.06 * float(torch.rand((), generator=generator))  # slice spacing in organ units
+    middle = 0.75 * float(2 * torch.rand((), generator=generator) - 1)
+    t = middle + spacing * (torch.arange(config.slices_per_volume, dtype=torch.float64)
+                            - (config.slices_per_volume - 1) / 2)
+    canvas = Canvas(config.matrix or config.shape, config.shape, t, generator)
+    layers, body = _SHAPES[config.anatomy](canvas)
     acquisition = acquisition or config.acquisitions[index % len(config.acquisitions)]
-    contrast = ACQUISITIONS[config.anatomy][acquisition]
+    contrast = _contrast(acquisition, config.anatomy, torch.Generator().manual_seed(_volume_seed(config, index) ^ 7))
+    image = paint(layers, contrast).expand(len(t), *canvas.matrix).clone()
+    if config.detail:
+        leaves = _LEAVES[config.anatomy]
+        image = paint_leaves(canvas, image, body, replace(leaves, spread=leaves.spread * config.detail), contrast)
+    symmetric = 0.8 if config.anatomy == "brain" else 0.0
+    texture = config.detail * canvas.uniform(0.03, 0.1) * canvas.fractal(canvas.uniform(2.0, 3.0), symmetric=symmetric)
+    bias = config.detail * canvas.uniform(0.05, 0.25) * canvas.field(0, 1.5)
     boxes: list[tuple[int, str, int, int, int, int]] = []
     if config.lesions:
-        lesion_layers, boxes = _lesions(config, index, canvas, _paint(layers, contrast), contrast)
-        layers = layers + lesion_layers
-    image = _paint(layers, contrast) * modulation
+        lesion_layers, boxes = _lesions(config, index, canvas, image, contrast)
+        for tissue, opacity in lesion_layers:
+            image = image + opacity * (contrast[tissue] - image)
+    image = image * (1 + texture) * torch.exp(bias)
     return image.clamp_min(0).to(torch.float32), boxes
 
 
@@ -367,10 +237,13 @@ def generate_volume(config: SynthConfig, index: int) -> tuple[np.ndarray, np.nda
     acquisition = config.acquisitions[index % len(config.acquisitions)]
     images, lesions = _render(config, index, acquisition)
     seed = _volume_seed(config, index)
-    kspace, target, _ = simulate_kspace(images, num_coils=config.num_coils, seed=seed,
-                                        snr_db=config.snr_db, oversample=config.oversample)
+    draws = torch.rand(2, generator=torch.Generator().manual_seed(seed ^ 0x5A1), dtype=torch.float64).tolist()
+    snr_db = None if config.snr_db is None else \
+        config.snr_db + SNR_OFFSET_DB[acquisition] + config.snr_spread_db * (2 * draws[0] - 1)
+    kspace, target, _ = simulate_kspace(images, num_coils=config.num_coils, seed=seed, snr_db=snr_db,
+                                        oversample=config.oversample, coil_radius=1.25 + 0.75 * draws[1])
     target = center_crop(target, config.shape)
-    meta = dict(anatomy=config.anatomy, acquisition=acquisition, seed=seed, lesions=lesions,
+    meta = dict(anatomy=config.anatomy, acquisition=acquisition, seed=seed, lesions=lesions, snr_db=snr_db,
                 patient_id=f"synth-{config.anatomy}-{config.split}-{config.seed}-{index:03d}")
     return kspace.numpy(), target.numpy(), meta
 
@@ -405,7 +278,7 @@ def synthesize(out_dir: str | Path, configs: str | SynthConfig | Sequence[SynthC
                 path, kspace, target=target, acquisition=meta["acquisition"], patient_id=meta["patient_id"],
                 recon_size=config.shape,
                 attrs=dict(anatomy=config.anatomy, seed=meta["seed"], generator="mrirobust.data.synthetic",
-                           snr_db=np.nan if config.snr_db is None else config.snr_db)))
+                           snr_db=np.nan if meta["snr_db"] is None else meta["snr_db"])))
         if config.lesions:
             write_fastmri_plus(boxes, Path(out_dir) / config.anatomy / config.split / "annotations.csv",
                                config.shape[0])
