@@ -32,8 +32,8 @@ from mrirobust.data.images import ImageSimulation, images_to_fastmri, load_image
 from mrirobust.data.synthetic import synthesize
 from mrirobust.evaluate import evaluate, summarise
 from mrirobust.methods.base import build, parse_spec
-from mrirobust.methods.train import TrainConfig, train
 from mrirobust.physics.masks import MaskSpec
+from mrirobust.workflows.train import TrainConfig, train
 
 # As in study/demo.yaml.
 RUNS = {"unet-small": TrainConfig(epochs=20, batch_size=1), "varnet-small": TrainConfig(epochs=6, batch_size=2)}

@@ -36,7 +36,7 @@ class Refiner(torch.nn.Module):
 
 @dataclass
 class TinyTrained(Reconstructor):
-    """A trainable plug-in: zero-filled RSS refined by a small CNN (the `methods.train` protocol)."""
+    """A trainable plug-in: zero-filled RSS refined by a small CNN (the `workflows.train` protocol)."""
 
     nan_after: int | None = None  # produce NaN once this many forward calls have been made (tests)
     width: int = 8

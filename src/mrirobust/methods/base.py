@@ -53,7 +53,7 @@ class Reconstructor:
     name: ClassVar[str] = ""
     family: ClassVar[str] = "custom"  # "baseline", "l1", "trained", "untrained", ...
     differentiable: ClassVar[bool] = False  # autograd reaches the input k-space (PGD applies)
-    trainable: ClassVar[bool] = False  # has weights fitted on a training set (see methods.train)
+    trainable: ClassVar[bool] = False  # has weights fitted on a training set (see workflows.train)
     optimisation_based: ClassVar[bool] = False  # solves a per-sample optimisation (two-step attack)
     train_defaults: ClassVar[Mapping[str, Any]] = {}  # TrainConfig defaults (loss, optimizer, lr)
 

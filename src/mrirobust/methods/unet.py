@@ -187,7 +187,7 @@ def pad_to(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 class TrainedNetwork(Reconstructor):
-    """Traits and the protocol shared by the trained networks (`methods.train` relies on it).
+    """Traits and the protocol shared by the trained networks (`workflows.train` relies on it).
 
     The weights live in `model`, a torch Module built from the settings (and `checkpoint`);
     `reconstruct_with(module, ...)` is the pipeline around any module of that architecture, so

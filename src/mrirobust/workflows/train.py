@@ -139,7 +139,7 @@ def _model(method: Any) -> torch.nn.Module:
     model = getattr(method, "model", None)
     if not isinstance(model, torch.nn.Module) or not callable(getattr(method, "reconstruct_with", None)):
         raise ConfigError("method", f"{method.name!r} declares `trainable` but has no `model` Module and "
-                                    "`reconstruct_with(model, ...)` (see methods.train)")
+                                    "`reconstruct_with(model, ...)` (see workflows.train)")
     return model
 
 
