@@ -76,7 +76,7 @@ class PerturbSpec:
     split: str = setting("test", help="the split folder of the data source")
     mask: MaskSpec | None = setting(None, help="the under-sampling mask (default: the data source's)")
     settings: dict[str, Any] | None = setting(
-        None, flag="--kind-setting", help="per-kind settings, e.g. motion.shots=20 (YAML: {motion: {shots: 20}})")
+        None, help="per-kind settings, e.g. motion.shots=20 (YAML: {motion: {shots: 20}})")
     worst_case: bool = setting(False, help="search each kind's worst case per method and image, next to the "
                                            "matched l2 attack")
     search: SearchSettings = setting(SearchSettings(), flag="--search", help="worst-case search settings, e.g. "
