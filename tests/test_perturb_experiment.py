@@ -167,3 +167,12 @@ def test_poisson_masks_are_2d_seeded_per_file_and_go_through_recon(data, tmp_pat
                           UnitCache(tmp_path / "units"), progress=False).rows
     assert len(rows) == 2 and all(0 < r[schema.ssim_column(rows)] <= 1 for r in rows)
     assert {r[schema.MASK] for r in rows} == {"poisson 4x cf0.25"}
+
+
+def test_hard_shift_refuses_a_poisson_mask_before_computing(data, tmp_path):
+    from mrirobust.experiments.shift import HardShift, HardShiftSpec
+
+    spec = HardShiftSpec(source="d", groups={"baseline": ["zero-filled"]})
+    with pytest.raises(ConfigError, match="centre columns") as caught:
+        HardShift(spec, _inputs(data, tmp_path, MaskSpec("poisson", (0.25,), (4,)))).check()
+    assert caught.value.field == "mask.type"
