@@ -109,7 +109,7 @@ def test_the_worst_case_is_at_least_as_bad_as_the_swept_draw(worst):
 def test_the_report_draws_every_figure_and_table(worst, tmp_path):
     report = kind_report("perturb")
     drawn = report.figures(worst.rows, worst.artefacts, tmp_path, "p-")
-    assert sorted(p.name for p in drawn) == ["p-examples.png", "p-psnr_curves.png", "p-ssim_curves.png"]
+    assert sorted(p.name for p in drawn) == ["p-perturbed_examples.png", "p-psnr_curves.png", "p-ssim_curves.png"]
     assert all(p.stat().st_size > 0 for p in drawn) and set(report.captions) == {p.stem[2:] for p in drawn}
     tables = report.tables(worst.rows)
     titles = [title for title, _, _ in tables]

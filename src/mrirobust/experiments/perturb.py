@@ -289,39 +289,41 @@ class Perturb(Sliced):
     def _worst(self, batch: Batch, start: int, kind: str, label: str, i: int, clean: Mapping[str, Any]) -> UnitResult:
         """The worst params of `kind` at the search severity for one method on image `i`, and the
         l2 attack at the same relative change."""
-        sample = batch.samples[i]
-        spec = self.perturbation(kind, self.spec.worst_severity, image_seed(sample, kind, self.spec.seed))
-        one = slice(i, i + 1)
-        settings = self.spec.search
+        spec = self.perturbation(kind, self.spec.worst_severity, image_seed(batch.samples[i], kind, self.spec.seed))
         extra: dict[str, Any] = {"params": "", "trials": 0, "start_score": math.nan, "attack_objective": math.nan,
-                                 "perturbation_objective": math.nan}
-        failure, after, image = (f"clean reconstruction failed: {clean[label]}" if isinstance(clean[label], str)
-                                 else None), None, None
-        change = math.nan
-        if failure is None:
+                                 "perturbation_objective": math.nan, "relative_change": math.nan}
+        failure, scores, image = None, (None, None), None
+        if isinstance(clean[label], str):
+            failure = f"clean reconstruction failed: {clean[label]}"
+        else:
             try:
-                maps = self.coil_maps(batch, start)[one] if spec.needs_maps else None
-                case = W.Case(batch.full[one], batch.masks[one], batch.targets[one], maps=maps,
-                              max_value=batch.max_values[one])
-                search = W.Search(settings.trials, settings.refine, settings.step, settings.metric,
-                                  ssim_variant=batch.ssim_variant, seed=self.spec.seed)
-                found = W.worst_case(self.methods[label], case, spec, search)
-                worst, (change,) = self.perturbed(batch, start, [found.spec], one)
-                image = worst.reconstruct(self.methods[label])
-                after = worst.scores(image)
-                extra.update(params=json.dumps(found.spec.params), trials=len(found.evaluated),
-                             start_score=found.evaluated[0][1])
-                if kind != SAMPLING:  # the attack keeps the mask; a sampling shift changes it
-                    extra.update(self._matched(label, case, found.spec, batch.ssim_variant))
+                after, image, found = self._search(batch, start, i, spec, label)
+                scores = (clean[label][i], after)
+                extra.update(found)
             except ConfigError:
                 raise
-            except MriRobustError as error:
+            except MriRobustError as error:  # e.g. the method returns NaN: the row records why
                 failure = str(error)
-        shared = {**self._shared(WORST, spec, change), **extra}
-        row = self._row(batch, start, i, label, shared, (None, None) if failure else (clean[label][i], after[0]),
-                        failure)
+        row = self._row(batch, start, i, label, {**self._shared(WORST, spec, math.nan), **extra}, scores, failure)
         keep = start + i == 0 and image is not None
-        return UnitResult([row], {"worst_examples": {kind: {label: image[0].cpu()}}} if keep else {})
+        return UnitResult([row], {"worst_examples": {kind: {label: image}}} if keep else {})
+
+    def _search(self, batch: Batch, start: int, i: int, spec: P.Perturbation, label: str
+                ) -> tuple[dict[str, float], torch.Tensor, dict[str, Any]]:
+        """The scores and image at the worst params found, and the search's and attack's columns."""
+        one, settings = slice(i, i + 1), self.spec.search
+        maps = self.coil_maps(batch, start)[one] if spec.needs_maps else None
+        case = W.Case(batch.full[one], batch.masks[one], batch.targets[one], maps=maps, max_value=batch.max_values[one])
+        search = W.Search(settings.trials, settings.refine, settings.step, settings.metric,
+                          ssim_variant=batch.ssim_variant, seed=self.spec.seed)
+        found = W.worst_case(self.methods[label], case, spec, search)
+        worst, (change,) = self.perturbed(batch, start, [found.spec], one)
+        image = worst.reconstruct(self.methods[label])
+        columns = {"params": json.dumps(found.spec.params), "trials": len(found.evaluated),
+                   "start_score": found.evaluated[0][1], "relative_change": change}
+        if spec.kind != SAMPLING:  # the attack keeps the mask; a sampling shift changes it
+            columns.update(self._matched(label, case, found.spec, batch.ssim_variant))
+        return worst.scores(image)[0], image[0].cpu(), columns
 
     def _matched(self, label: str, case: W.Case, spec: P.Perturbation, variant: str) -> dict[str, Any]:
         steps = self.spec.search.attack_steps

@@ -31,7 +31,7 @@ CAPTIONS = {
                    "(n in the panel title).",
     "psnr_curves": "PSNR vs severity, one panel per perturbation, every method; bands: 95% bootstrap CI over images "
                    "(n in the panel title).",
-    "examples": "Example reconstructions of the first image: the target, then each method at the worst parameters "
+    "perturbed_examples": "Example reconstructions of the first image: the target, then each method at the worst parameters "
                 "found for it (worst-case search) or, without a search, at the largest severity; one row per "
                 "perturbation, all on the target's grey scale.",
 }
@@ -216,7 +216,7 @@ def figures(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any], fol
         metric = _column(sweep, family)
         if metric:
             drawn.append(curves_figure(sweep, metric, folder / f"{prefix}{family}_curves.png"))
-    example = examples_figure(artefacts.get("examples", {}), folder / f"{prefix}examples.png")
+    example = examples_figure(artefacts.get("examples", {}), folder / f"{prefix}perturbed_examples.png")
     return drawn + ([example] if example else [])
 
 
