@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from mrirobust.errors import ConfigError
 from mrirobust.physics.masks import (
-    MASK_KINDS,
+    COLUMN_KINDS,
     MaskSpec,
     _dart_throw,
     _poisson_geometry,
@@ -38,7 +38,7 @@ def assert_matches_fastmri(spec: MaskSpec, width: int, seed, offset=None) -> Non
     assert num_low == expected_low
 
 
-@pytest.mark.parametrize("kind", MASK_KINDS)
+@pytest.mark.parametrize("kind", COLUMN_KINDS)
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_matches_fastmri_over_seeds_and_widths(kind, setting):
     spec = MaskSpec(kind, *setting)
@@ -47,7 +47,7 @@ def test_matches_fastmri_over_seeds_and_widths(kind, setting):
             assert_matches_fastmri(spec, width, seed)
 
 
-@pytest.mark.parametrize("kind", MASK_KINDS)
+@pytest.mark.parametrize("kind", COLUMN_KINDS)
 @pytest.mark.parametrize("any_combination", [False, True])
 def test_matches_fastmri_with_several_settings(kind, any_combination):
     accelerations = (4, 8, 6) if any_combination else (4, 8)
@@ -59,7 +59,7 @@ def test_matches_fastmri_with_several_settings(kind, any_combination):
     assert {spec.sample(368, seed)[1] for seed in SEEDS} == {29, 15}
 
 
-@pytest.mark.parametrize("kind", MASK_KINDS)
+@pytest.mark.parametrize("kind", COLUMN_KINDS)
 def test_matches_fastmri_with_tuple_seeds_and_offsets(kind):
     for accelerations, fraction in [(4, 0.08), (8, 0.04), (3, 0.1), (5, 0.06), (6, 0.05), (10, 0.04)]:
         spec = mask_spec(kind, fraction, accelerations)
@@ -73,7 +73,7 @@ def test_matches_fastmri_with_tuple_seeds_and_offsets(kind):
 def test_per_file_seed_matches_fastmri_transform():
     kspace = np.ones((2, 4, 372), dtype=np.complex64)
     attrs = {"padding_left": 0, "padding_right": 372, "recon_size": (320, 320), "max": 1.0}
-    for kind in MASK_KINDS:
+    for kind in COLUMN_KINDS:
         spec = mask_spec(kind, 0.08, 4)
         transform = VarNetDataTransform(create_mask_for_mask_type(kind, [0.08], [4]))
         for name in NAMES:

@@ -99,6 +99,7 @@ EXPERIMENT_COMMANDS = {
     ("features", "heatmap"): "heatmap", ("features", "sizes"): "feature_sizes",
     ("features", "annotated"): "annotated",
     ("shift", "dataset"): "dataset_shift", ("shift", "anatomy"): "anatomy_shift", ("shift", "hard"): "hard_shift",
+    ("perturb", None): "perturb",
 }
 
 

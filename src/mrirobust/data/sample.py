@@ -78,7 +78,7 @@ class Sample:
 
 
 def draw_mask(sample: Sample, spec: MaskSpec, seed: Seed | None = None) -> tuple[torch.Tensor, Seed | None]:
-    """The sample's own mask (test files, seed None) or one drawn from `spec`.
+    """The sample's own mask (test files, seed None) or one drawn from `spec` ((W,), or (H, W) for poisson).
 
     The default seed is fastMRI's per-file seed (the same mask for every slice of a volume, as
     fastMRI's validation transforms use); training passes its own seeds. Columns outside the
@@ -88,9 +88,9 @@ def draw_mask(sample: Sample, spec: MaskSpec, seed: Seed | None = None) -> tuple
         return sample.mask.bool(), None
     if seed is None:
         seed = seed_from_filename(Path(sample.meta.file).name)
-    mask, _ = spec.sample(sample.shape[-1], seed=seed)
+    mask = spec.draw(tuple(sample.shape), seed=seed)
     left, right = sample.meta.padding_left, sample.meta.padding_right
     if left is not None and right is not None:
-        mask[:left] = False
-        mask[right:] = False
+        mask[..., :left] = False
+        mask[..., right:] = False
     return mask, seed

@@ -299,6 +299,12 @@ class HardShift(Shift):
     def eval_slices(self) -> str | None:
         return self.spec.hard_slices
 
+    def check(self) -> None:
+        if self.mask().two_dimensional:
+            raise ConfigError("mask.type", "hard_shift's frequency analysis uses the mask's centre columns; a "
+                                           "poisson mask has none: use a column mask")
+        super().check()
+
     @functools.cached_property
     def filter_model(self) -> Model:
         config = {"name": self.spec.filter_method}

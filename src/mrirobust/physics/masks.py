@@ -45,7 +45,9 @@ def stack_masks(masks: Sequence[torch.Tensor]) -> torch.Tensor:
 # mask that fastMRI's transforms would give it. Masks are built on the host (a few hundred
 # columns, once per file) and then moved to `device`.
 
-MASK_KINDS = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
+COLUMN_KINDS = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
+POISSON = "poisson"  # the 2-D variable-density Poisson-disc mask (below); an (H, W) mask
+MASK_KINDS = (*COLUMN_KINDS, POISSON)
 
 Seed = int | tuple[int, ...] | None
 
@@ -57,10 +59,11 @@ def seed_from_filename(name: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """A fastMRI-style column-mask family.
+    """A fastMRI-style mask family: column masks, or `poisson` 2-D Poisson-disc masks.
 
     Each call picks one (centre fraction, acceleration): the pair at one random index, or with
     `allow_any_combination` one of each independently, exactly as fastMRI's `MaskFunc` does.
+    A poisson mask's calibration box is the centre fraction of each axis (`draw`).
     """
 
     kind: str
@@ -96,6 +99,19 @@ class MaskSpec:
         any_combination = " any-combination" if self.allow_any_combination else ""
         return f"{self.kind} {pairs}{any_combination}"
 
+    @property
+    def two_dimensional(self) -> bool:
+        return self.kind == POISSON
+
+    def draw(self, shape: tuple[int, int], seed: Seed = None, *,
+             device: torch.device | str | None = None) -> torch.Tensor:
+        """A mask for k-space of `shape` (H, W): (W,) for the column kinds, (H, W) for poisson."""
+        if not self.two_dimensional:
+            return self.sample(shape[-1], seed=seed, device=device)[0]
+        fraction, acceleration = self._choose(np.random.RandomState(seed))
+        calib = tuple(max(1, round(n * fraction)) for n in shape)
+        return poisson_disc_mask(tuple(shape), float(acceleration), calib=calib, seed=seed, device=device)
+
     def sample(
         self,
         width: int,
@@ -107,8 +123,12 @@ class MaskSpec:
         """Draw a bool (width,) column mask and its number of fully sampled centre columns.
 
         `seed` None draws fresh entropy. `offset` fixes the first sampled outer column of the
-        equispaced and magic kinds (fastMRI draws it when None); `random` ignores it.
+        equispaced and magic kinds (fastMRI draws it when None); `random` ignores it. A poisson
+        mask has no columns: ConfigError (use `draw`).
         """
+        if self.two_dimensional:
+            raise ConfigError("mask type", "poisson is a 2-D mask, not a column mask; this step needs a column "
+                                           f"mask ({', '.join(COLUMN_KINDS)})")
         if offset is not None and offset < 0:
             raise ConfigError("offset", f"{offset} is negative")
         rng = np.random.RandomState(seed)
@@ -247,7 +267,7 @@ def poisson_disc_mask(
     acceleration: float,
     *,
     calib: tuple[int, int] = (24, 24),
-    seed: int,
+    seed: Seed,
     crop_corner: bool = True,
     tol: float = 0.05,
     device: torch.device | str | None = None,
