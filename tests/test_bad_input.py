@@ -68,6 +68,8 @@ def _make_inputs(root: Path) -> None:
     (src / "ckpt.txt").write_text("not a checkpoint\n")
     (src / "ckptdir").mkdir()
     torch.save({"model": {"weight": torch.zeros(3)}}, src / "wrong.ckpt")
+    from mrirobust.methods.unet import Unet  # weights of another architecture (4 channels, not 16)
+    torch.save(Unet(1, 1, chans=4, num_pool_layers=3).state_dict(), src / "arch.ckpt")
     (src / "bad-method.yaml").write_text("name: l1\nlam: [0.1,\n  iters: 3\n")
     (src / "unknown-method.yaml").write_text("name: l1\nbogus: 3\n")
     (src / "bad-groups.yaml").write_text("U-net: [unet\nbaseline: zero-filled]\n: :\n")
@@ -195,6 +197,7 @@ CASES = [
     Case("recon-ckpt-dir", f"recon {D} --methods unet-small={{in}}/ckptdir --out {{out}}", "ckptdir"),
     Case("recon-ckpt-missing", f"recon {D} --methods unet-small={{in}}/none.ckpt --out {{out}}", "none.ckpt"),
     Case("recon-ckpt-wrong", f"recon {D} --methods unet-small={{in}}/wrong.ckpt --out {{out}}", "wrong.ckpt"),
+    Case("recon-ckpt-arch", f"recon {D} --methods unet-small={{in}}/arch.ckpt --out {{out}}", "arch.ckpt"),
     Case("recon-plugin-missing", f"recon {D} --methods nosuchmodule:thing --out {{out}}", "nosuchmodule"),
     Case("recon-limit0", RECON + " --limit 0", "--limit"),
     Case("recon-limit-neg", RECON + " --limit -1", "--limit"),
@@ -211,7 +214,7 @@ CASES = [
     Case("recon-cf-pairs", RECON + " --acceleration 4,8 --center-fraction 0.08,0.04,0.02", "mask"),
     Case("recon-mask-type", RECON + " --mask-type spiral", "spiral"),
     Case("recon-slices", RECON + " --slices every:3", "every:3"),
-    Case("recon-split", f"recon {{in}}/knee {ZF} --out {{out}} --split nope", "--split"),
+    Case("recon-unknown-flag", f"recon {{in}}/knee {ZF} --out {{out}} --split nope", "--split"),
     Case("recon-device-typo", RECON + " --device gpu7", "device"),
     Case("recon-device-missing", RECON + f" --device {MISSING_GPU}", "device"),
     Case("recon-device-empty", RECON + " --device ''", "device"),
@@ -289,7 +292,7 @@ CASES = [
     Case("shift-out-readonly", SHIFT_ANAT.replace("{out}", "{in}/readonly/s"), "readonly"),
     Case("hard-fraction-big", SHIFT_HARD + " --hard-fraction 1.5", "--hard-fraction"),
     Case("hard-fraction-zero", SHIFT_HARD + " --hard-fraction 0", "--hard-fraction"),
-    Case("hard-filter", SHIFT_HARD + " --filter-method nope", "nope"),
+    Case("hard-filter", SHIFT_HARD + " --filter nope", "nope"),
     Case("hard-slices", SHIFT_HARD + " --hard-slices every:3", "every:3"),
     # train
     Case("train-unknown", "train nope {in}/knee/train --out {out}", "nope"),
@@ -451,6 +454,8 @@ def test_bad_input_is_one_clean_line(case: Case, inputs: Path, monkeypatch, caps
     line = _the_line(err)
     assert code == case.code, line
     assert case.named in line, line
+    short = len(line.replace(str(inputs), ""))  # the length a user sees, less our temporary folder
+    assert short <= 400 and (case.name != "recon-ckpt-arch" or short < 200), line
     assert _files(inputs) == before, sorted(map(str, _files(inputs) - before))
     assert not out.exists() or not any(out.rglob("*")), sorted(map(str, out.rglob("*")))
 
@@ -458,3 +463,32 @@ def test_bad_input_is_one_clean_line(case: Case, inputs: Path, monkeypatch, caps
 def test_catalogue_is_large_enough() -> None:
     assert len(CASES) >= 120
     assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.fixture
+def held_store(tmp_path: Path):
+    """A study folder whose store another run holds (an flock on another open file, as a second
+    process would; the store's lock is re-entrant only within the process that took it)."""
+    import fcntl
+    import json
+
+    out = tmp_path / "running"
+    (out / "store").mkdir(parents=True)
+    (out / "store" / "plan.json").write_text(json.dumps({"study": "running", "layout": 2, "jobs": []}))
+    (out / "study.yaml").write_text("name: running\n")
+    with open(out / "store" / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write("pid 999999\n")
+        handle.flush()
+        yield out
+
+
+@pytest.mark.parametrize("argv", [["demo", "--quick", "--device", "cpu", "--out"], ["report"]], ids=["demo", "report"])
+def test_a_refused_second_run_touches_nothing(argv: list[str], held_store: Path, capsys) -> None:
+    """The lock comes before any side effect: no data generated under, no report over a running run."""
+    before = _files(held_store)
+    assert cli.main([*argv, str(held_store)]) == 2
+    line = _the_line(capsys.readouterr().err)
+    assert "store is in use by pid 999999" in line, line
+    assert _files(held_store) == before
+    assert not (held_store / "data").exists() and not (held_store / "report").exists()

@@ -56,7 +56,8 @@ def _mask_for(dataset: Any, args: argparse.Namespace) -> Any:
         spec = MaskSpec(args.mask_type, (args.center_fraction,), (args.acceleration,))
         check_data(dataset, spec)
     except ConfigError as error:
-        flag = {"accelerations": "--acceleration", "center_fractions": "--center-fraction"}.get(error.field)
+        flag = {"accelerations": "--acceleration", "mask.acceleration": "--acceleration",
+                "center_fractions": "--center-fraction"}.get(error.field)
         raise ConfigError(flag or f"--{error.field.replace('_', '-')}", error.problem) from None
     return spec
 

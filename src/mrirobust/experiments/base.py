@@ -167,12 +167,17 @@ def check_labels(labels: Sequence[str], where: str, inputs: Inputs) -> None:
 
 
 def check_data(dataset: Any, mask: MaskSpec) -> None:
-    """Before any compute: the mask is achievable for the data's width and the first slice holds signal.
+    """Before any compute: the mask is achievable for the data's width, the first slice has a target
+    to score against and holds signal.
 
     An all-zero slice would otherwise surface later as a misleading ESPIRiT or SSIM error."""
     for _, _, width in sorted(kspace_shapes(dataset)):
-        mask.check_width(width)
+        try:
+            mask.check_width(width)
+        except ConfigError as error:
+            raise ConfigError(f"mask.{error.field}", error.problem) from None
     first = dataset[0]
+    first.require_target()
     if not bool(first.kspace.abs().amax() > 0):
         raise DataError(first.meta.file, f"slice {first.meta.slice}: the k-space is all zero (an empty image)")
 

@@ -262,8 +262,10 @@ def _yaml_file(path: str, flag: str) -> Any:
         with open(path, encoding="utf-8") as handle:
             loaded = yaml.safe_load(handle)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        problem = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise ConfigError(flag, f"cannot read {path}: {problem}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "strerror", None) or getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(flag, f"cannot read {path}{where}: {problem}") from None
     if loaded is None:
         raise ConfigError(flag, f"{path} is empty")
     return loaded

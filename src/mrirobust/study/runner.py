@@ -121,7 +121,7 @@ def check_study(study: Study, out: Path, device: str) -> tuple[list[Job], list[J
 def _in_experiment(name: str, field: str) -> str:
     """A spec field named by an experiment's check, as its path in the study config."""
     head = re.split(r"[.\[]", field, maxsplit=1)[0]
-    if field.startswith(("experiments.", "--")) or (head in ("data", "methods", "mask") and "." in field):
+    if field.startswith(("experiments.", "--")) or (head in ("data", "methods") and "." in field):
         return field
     return f"experiments.{name}.{field}"
 
