@@ -29,8 +29,8 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_ERROR)
 
 
-def _number(kind: type, low: float | None = None, *, above: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a finite int/float, >= low (> low with `above`), checked at parse time."""
+def _number(kind: type, low: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a finite int/float, >= low, checked at parse time."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -38,13 +38,13 @@ def _number(kind: type, low: float | None = None, *, above: bool = False) -> Cal
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
-        if low is not None and (value <= low if above else value < low):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {'>' if above else '>='} {low:g}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low:g}")
         return value
     return parse
 
 
-COUNT, NON_NEGATIVE, POSITIVE, FINITE = _number(int, 1), _number(int, 0), _number(float, 0, above=True), _number(float)
+COUNT, FINITE = _number(int, 1), _number(float)
 
 
 def _mask_for(dataset: Any, args: argparse.Namespace) -> Any:
@@ -195,13 +195,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {write_study_report(args.results, args.out)}")
 
 
-def _add_recon_options(p: argparse.ArgumentParser) -> None:
+def _add_recon_options(p: argparse.ArgumentParser, count: Callable[[str], int] = COUNT) -> None:
+    """The mask, device and batch flags of train and tune (train's counts are TrainConfig's to check)."""
     p.add_argument("--mask-type", default="random",
                    help="random | equispaced | equispaced_fraction | magic | magic_fraction")
     p.add_argument("--acceleration", type=COUNT, default=4)
     p.add_argument("--center-fraction", type=FINITE, default=0.08)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--batch-size", type=COUNT, default=4)
+    p.add_argument("--batch-size", type=count, default=4)
 
 
 def _experiment_parsers(sub: Any) -> None:
@@ -255,16 +256,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path, help="training folder of fastMRI-layout files")
     p.add_argument("--val", type=Path, default=None, help="validation folder (SSIM after every epoch)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (an interrupted run resumes)")
-    p.add_argument("--epochs", type=COUNT, default=10)
-    p.add_argument("--lr", type=POSITIVE, default=None, help="default: the method's (fastMRI's)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=FINITE, default=None, help="default: the method's (fastMRI's)")
     p.add_argument("--optimizer", default=None, help="adam | rmsprop (default: the method's)")
     p.add_argument("--loss", default=None, help="l1 | ssim (default: the method's)")
     p.add_argument("--amp", action="store_true", help="mixed precision")
-    p.add_argument("--workers", type=NON_NEGATIVE, default=0, help="data-loading processes")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--slices", default=None)
-    p.add_argument("--max-slices", type=COUNT, default=None)
+    p.add_argument("--max-slices", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    _add_recon_options(p)
+    _add_recon_options(p, count=int)
     p.set_defaults(run=cmd_train, batch_size=1)
 
     p = sub.add_parser("tune", help="grid-search a method's settings for the best mean SSIM")
