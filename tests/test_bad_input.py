@@ -68,7 +68,9 @@ def _make_inputs(root: Path) -> None:
     (src / "ckpt.txt").write_text("not a checkpoint\n")
     (src / "ckptdir").mkdir()
     torch.save({"model": {"weight": torch.zeros(3)}}, src / "wrong.ckpt")
-    from mrirobust.methods.unet import Unet  # weights of another architecture (4 channels, not 16)
+    from mrirobust.methods.unet import (
+        Unet,  # weights of another architecture (4 channels, not 16)
+    )
     torch.save(Unet(1, 1, chans=4, num_pool_layers=3).state_dict(), src / "arch.ckpt")
     (src / "bad-method.yaml").write_text("name: l1\nlam: [0.1,\n  iters: 3\n")
     (src / "unknown-method.yaml").write_text("name: l1\nbogus: 3\n")

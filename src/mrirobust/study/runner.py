@@ -27,7 +27,15 @@ from mrirobust.errors import ConfigError, DataError, MriRobustError
 from mrirobust.report.html import ReportSource, write_report
 from mrirobust.study import EXECUTORS
 from mrirobust.study.config import Study, load_study, validate
-from mrirobust.study.jobs import Job, check, execute, job_record, job_summary, plan, with_prepared
+from mrirobust.study.jobs import (
+    Job,
+    check,
+    execute,
+    job_record,
+    job_summary,
+    plan,
+    with_prepared,
+)
 from mrirobust.study.store import Store
 
 
