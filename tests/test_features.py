@@ -137,7 +137,7 @@ def test_bad_settings_are_config_errors(data, tmp_path):
         spec = HeatmapSpec(**{"data": "d", "methods": ("sense",), **settings})
         run_experiment(Heatmap(spec, inputs(data, tmp_path)), UnitCache(tmp_path / "units"), progress=False)
 
-    with pytest.raises(ConfigError, match="--window"):
+    with pytest.raises(ConfigError, match="window: 49 is larger than the 48x48 image"):
         run(window=49)
     with pytest.raises(ConfigError, match="twice"):
         run(methods=("sense", "sense"))

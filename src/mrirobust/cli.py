@@ -8,14 +8,58 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-
-from mrirobust.clean_errors import run_cleanly
+from mrirobust.atomic import check_output
+from mrirobust.clean_errors import EXIT_ERROR, report, run_cleanly
+from mrirobust.devices import resolve_device
 from mrirobust.errors import ConfigError
 from mrirobust.study import EXECUTORS
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (a flag's type, a missing argument) as the project's one line."""
+
+    def error(self, message: str) -> NoReturn:
+        report(f"error: {self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(EXIT_ERROR)
+
+
+def _number(kind: type, low: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a finite int/float, >= low, checked at parse time."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low:g}")
+        return value
+    return parse
+
+
+COUNT, FINITE = _number(int, 1), _number(float)
+
+
+def _mask_for(dataset: Any, args: argparse.Namespace) -> Any:
+    """The --mask-type/--acceleration/--center-fraction mask, checked against the data's width."""
+    from mrirobust.experiments.base import check_data
+    from mrirobust.physics.masks import MaskSpec
+
+    try:
+        spec = MaskSpec(args.mask_type, (args.center_fraction,), (args.acceleration,))
+        check_data(dataset, spec)
+    except ConfigError as error:
+        flag = {"accelerations": "--acceleration", "mask.acceleration": "--acceleration",
+                "center_fractions": "--center-fraction"}.get(error.field)
+        raise ConfigError(flag or f"--{error.field.replace('_', '-')}", error.problem) from None
+    return spec
 
 
 def _methods(text: str) -> list[str]:
@@ -28,6 +72,7 @@ def _methods(text: str) -> list[str]:
 def cmd_data_synth(args: argparse.Namespace) -> None:
     from mrirobust.data.synthetic import synthesize
 
+    check_output(args.out, folder=True)
     paths = synthesize(args.out, args.preset, seed=args.seed)
     print(f"wrote {len(paths)} files to {args.out}")
 
@@ -41,6 +86,7 @@ def cmd_data_info(args: argparse.Namespace) -> None:
 def cmd_data_from_images(args: argparse.Namespace) -> None:
     from mrirobust.data.images import ImageSimulation, images_to_fastmri
 
+    check_output(args.out, folder=True)
     paths = images_to_fastmri(args.src, args.out, ImageSimulation(
         num_coils=args.coils, snr_db=args.snr_db, oversample=args.oversample, seed=args.seed,
         shading=not args.no_shading, acquisition=args.acquisition, anatomy=args.anatomy))
@@ -50,6 +96,7 @@ def cmd_data_from_images(args: argparse.Namespace) -> None:
 def cmd_data_import(args: argparse.Namespace) -> None:
     from mrirobust.data.importer import import_kspace
 
+    check_output(args.out, folder=True)
     paths = import_kspace(args.src, args.out, mask=args.mask, acquisition=args.acquisition, anatomy=args.anatomy)
     print(f"wrote {len(paths)} files to {args.out}")
 
@@ -61,14 +108,19 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     spec = parse_spec(args.method)
     method = describe(spec)  # checked before any data is read; train() builds it under the seed
+    check_output(args.out, folder=True)
+    resolve_device(args.device, "--device")
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
         acceleration=args.acceleration, center_fraction=args.center_fraction, mask_type=args.mask_type,
         seed=args.seed, device=args.device, amp=args.amp, num_workers=args.workers,
         max_train_slices=args.max_slices, max_val_slices=args.max_slices,
     )
+    data = SliceDataset(args.data, slices=args.slices)
     val = SliceDataset(args.val, slices=args.slices) if args.val else None
-    result = train(spec, SliceDataset(args.data, slices=args.slices), val, args.out, config)
+    for dataset in (data, val) if val is not None else (data,):
+        _mask_for(dataset, args)
+    result = train(spec, data, val, args.out, config)
     print(f"checkpoints: {result.last} (last), {result.best} (best); "
           f"use it with --methods {method.name}={result.best}")
 
@@ -77,13 +129,14 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from mrirobust.data.dataset import SliceDataset
     from mrirobust.methods.base import parse_spec
     from mrirobust.workflows.tune import default_grid, parse_grid, save_config, tune
-    from mrirobust.physics.masks import MaskSpec
 
-    dataset = SliceDataset(args.data, slices=args.slices)
-    samples = [dataset[i] for i in range(min(len(dataset), args.limit or len(dataset)))]
-    spec = MaskSpec(args.mask_type, (args.center_fraction,), (args.acceleration,))
     base = parse_spec(args.method)
     grid = parse_grid(args.grid) if args.grid else default_grid(base)
+    check_output(args.out)
+    resolve_device(args.device, "--device")
+    dataset = SliceDataset(args.data, slices=args.slices)
+    spec = _mask_for(dataset, args)
+    samples = [dataset[i] for i in range(min(len(dataset), args.limit or len(dataset)))]
     result = tune(base, grid, samples, spec, device=args.device, batch_size=args.batch_size)
     path = save_config(result.best, args.out, note=(
         f"tuned by `mrirobust tune` on {args.data} ({len(samples)} slices, {spec.describe()}): "
@@ -112,9 +165,14 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from mrirobust.study.store import Store
     from mrirobust.study.wrap import one_experiment_study
 
+    resolve_device(args.device, "--device")
     cls = experiment_type(args.kind)
     study = one_experiment_study(cls, args)
-    report = run_with_report(study, args.out, device=args.device, progress=True)
+    try:
+        report = run_with_report(study, args.out, device=args.device, progress=True)
+    except ConfigError as error:  # a spec field named by the study's path: the command's flag
+        field = error.field.removeprefix(f"experiments.{args.kind}.")
+        raise ConfigError(field if field == error.field else "--" + field.replace("_", "-"), error.problem) from None
     store = Store(Path(args.out) / "store")
     (entry,) = [j for j in store.plan()["jobs"] if j["kind"] == args.kind]
     summary = kind_report(args.kind)
@@ -138,6 +196,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     from mrirobust.study.runner import describe_plan, run_with_report
 
     study = load_study(args.config)
+    if args.device is not None:
+        resolve_device(args.device, "--device")
     if args.check:
         print(describe_plan(study, args.out))
         return
@@ -157,13 +217,14 @@ def cmd_findings(args: argparse.Namespace) -> None:
     print("\n".join(v.line() for v in study_findings(args.results)))
 
 
-def _add_recon_options(p: argparse.ArgumentParser) -> None:
+def _add_recon_options(p: argparse.ArgumentParser, count: Callable[[str], int] = COUNT) -> None:
+    """The mask, device and batch flags of train and tune (train's counts are TrainConfig's to check)."""
     p.add_argument("--mask-type", default="random",
                    help="random | equispaced | equispaced_fraction | magic | magic_fraction")
-    p.add_argument("--acceleration", type=int, default=4)
-    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--acceleration", type=COUNT, default=4)
+    p.add_argument("--center-fraction", type=FINITE, default=0.08)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=count, default=4)
 
 
 def _experiment_parsers(sub: Any) -> None:
@@ -191,7 +252,7 @@ def _experiment_parsers(sub: Any) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="mrirobust", description=__doc__.splitlines()[0])
+    root = _Parser(prog="mrirobust", description=__doc__.splitlines()[0])
     sub = root.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="create and inspect data").add_subparsers(dest="data_command", required=True)
@@ -206,7 +267,7 @@ def parser() -> argparse.ArgumentParser:
     p = data.add_parser("from-images", help="simulate multi-coil k-space from magnitude images")
     p.add_argument("src", type=Path, help="an image file or folder (.npy, .png/.jpg/.tif, NIfTI, DICOM)")
     p.add_argument("out", type=Path, help="output folder: one fastMRI-layout .h5 per image file")
-    p.add_argument("--coils", type=int, default=8, help="number of simulated coils")
+    p.add_argument("--coils", type=COUNT, default=8, help="number of simulated coils")
     p.add_argument("--snr-db", type=float, default=30.0,
                    help="k-space noise: mean coil-image power over noise variance in dB; inf: no noise")
     p.add_argument("--oversample", action="store_true", help="fastMRI-like 2x readout oversampling")
@@ -230,7 +291,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=Path, default=None, help="validation folder (SSIM after every epoch)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (an interrupted run resumes)")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=None, help="default: the method's (fastMRI's)")
+    p.add_argument("--lr", type=FINITE, default=None, help="default: the method's (fastMRI's)")
     p.add_argument("--optimizer", default=None, help="adam | rmsprop (default: the method's)")
     p.add_argument("--loss", default=None, help="l1 | ssim (default: the method's)")
     p.add_argument("--amp", action="store_true", help="mixed precision")
@@ -238,7 +299,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", default=None)
     p.add_argument("--max-slices", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    _add_recon_options(p)
+    _add_recon_options(p, count=int)
     p.set_defaults(run=cmd_train, batch_size=1)
 
     p = sub.add_parser("tune", help="grid-search a method's settings for the best mean SSIM")
@@ -249,7 +310,7 @@ def parser() -> argparse.ArgumentParser:
                         "un-trained: iters and channels)")
     p.add_argument("--out", type=Path, required=True, help="where to write the tuned method config (.yaml)")
     p.add_argument("--slices", default=None)
-    p.add_argument("--limit", type=int, default=None, help="use at most this many slices")
+    p.add_argument("--limit", type=COUNT, default=None, help="use at most this many slices")
     _add_recon_options(p)
     p.set_defaults(run=cmd_tune)
 
@@ -260,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     p.add_argument("--out", type=Path, default=None, help="study folder (default out/NAME)")
     p.add_argument("--executor", choices=EXECUTORS, default=None, help="default: the config's (inline)")
-    p.add_argument("--workers", type=int, default=None, help="processes/Ray tasks at once (default: GPUs or 1)")
+    p.add_argument("--workers", type=COUNT, default=None, help="processes/Ray tasks at once (default: GPUs or 1)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. ray://head:10001")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
     p.add_argument("--check", action="store_true", help="validate the config, list the jobs, run nothing")

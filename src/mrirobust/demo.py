@@ -3,7 +3,8 @@
 It generates the data (once), runs the study in `mrirobust/study/demo.yaml` (or the smoke-sized
 `quick.yaml`) into the same folder — train, tune, reconstruct, attack, shift, small features —
 and writes the HTML report. A second run finds everything in the store and only rewrites the
-report.
+report; the store's lock is held from before the data are generated, so a second demo started
+while one runs is refused without touching the first one's data or report.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from mrirobust.atomic import check_output
 from mrirobust.data.synthetic import synthesize
+from mrirobust.devices import resolve_device
 
 
 def ensure_demo_data(out: Path) -> Path:
@@ -38,8 +41,12 @@ def run_demo(out: str | Path = "out/demo", *, quick: bool = False, device: str =
     """Data, study and report in `out`; returns the report's path."""
     from mrirobust.study.config import validate
     from mrirobust.study.runner import run_with_report
+    from mrirobust.study.store import Store
 
     out = Path(out).resolve()
-    ensure_demo_data(out)
-    return run_with_report(validate(demo_config(quick), base=out), out, executor=executor, device=device,
-                           progress=progress)
+    check_output(out, folder=True)
+    resolve_device(device, "--device")
+    with Store(out / "store").lock():  # a second demo on this folder is refused before touching the data
+        ensure_demo_data(out)
+        return run_with_report(validate(demo_config(quick), base=out), out, executor=executor, device=device,
+                               progress=progress)

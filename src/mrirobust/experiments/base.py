@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mrirobust.data.domains import Domain
-from mrirobust.errors import ConfigError
+from mrirobust.data.domains import Domain, kspace_shapes
+from mrirobust.errors import ConfigError, DataError
 from mrirobust.hashing import digest
 from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
@@ -161,3 +161,29 @@ def check_labels(labels: Sequence[str], where: str, inputs: Inputs) -> None:
         raise ConfigError(where, f"{', '.join(twice)} listed twice")
     for i, label in enumerate(labels):
         inputs.method(label, f"{where}[{i}]")
+
+
+def check_data(dataset: Any, mask: MaskSpec) -> None:
+    """Before any compute: the mask is achievable for the data's width, the first slice has a target
+    to score against and holds signal.
+
+    An all-zero slice would otherwise surface later as a misleading ESPIRiT or SSIM error."""
+    for _, _, width in sorted(kspace_shapes(dataset)):
+        try:
+            mask.check_width(width)
+        except ConfigError as error:
+            raise ConfigError(f"mask.{error.field}", error.problem) from None
+    first = dataset[0]
+    first.require_target()
+    if not bool(first.kspace.abs().amax() > 0):
+        raise DataError(first.meta.file, f"slice {first.meta.slice}: the k-space is all zero (an empty image)")
+
+
+def check_checkpoints(inputs: Inputs, labels: Sequence[str], where: str) -> None:
+    """Methods given trained weights are built now, so a bad checkpoint is named before any compute."""
+    from mrirobust.methods.base import build
+
+    for i, label in enumerate(labels):
+        config = inputs.method(label, f"{where}[{i}]").config
+        if config.get("checkpoint"):
+            build(config)

@@ -67,6 +67,19 @@ class FeatureSizesSpec(PlacedSpec):
 class _Placed(Sliced):
     """Features placed on the first `images` slices: heat maps and window sizes."""
 
+    size_field = "window"
+
+    def check(self) -> None:
+        """Also: the first slice is fully sampled with a target, and every window fits in its image."""
+        super().check()
+        sample = self.dataset()[0]
+        _check_features(sample)
+        height, width = sample.target.shape[-2:]
+        for size in self.sizes():
+            if size > min(height, width):
+                raise ConfigError(self.size_field, f"{size} is larger than the {height}x{width} image "
+                                                   f"of {sample.meta.file}")
+
     def boxes(self, shape: tuple[int, int], index: int, size: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -158,6 +171,7 @@ class FeatureSizes(_Placed):
     kind = "feature_sizes"
     spec_type = FeatureSizesSpec
     summary = "random placements of windows 2..5 over many images (Figure 17)"
+    size_field = "windows"
 
     def sizes(self) -> Sequence[int]:
         return list(self.spec.windows)
@@ -191,8 +205,11 @@ class Annotated(Sliced):
         super().check()
         if not Path(self.spec.annotations).is_file():
             raise ConfigError("annotations", f"no such file: {self.spec.annotations}")
+        if self.spec.max_size is not None and self.spec.max_size < self.spec.min_size:
+            raise ConfigError("max_size", f"{self.spec.max_size} is below min_size {self.spec.min_size}")
+        self.boxes()  # the CSV parses and some box survives the filters
 
-    def units(self) -> list[Unit]:
+    def boxes(self) -> list[Box]:
         annotations = read_annotations(self.spec.annotations)
         boxes = select(annotations.boxes, labels=self.spec.labels, min_size=self.spec.min_size,
                        max_size=self.spec.max_size)
@@ -200,6 +217,10 @@ class Annotated(Sliced):
             raise DataError(self.spec.annotations, f"no box left after filtering ({len(annotations.boxes)} boxes; "
                                                    f"labels={list(self.spec.labels or [])}, sizes "
                                                    f"{self.spec.min_size}..{self.spec.max_size})")
+        return boxes
+
+    def units(self) -> list[Unit]:
+        boxes = self.boxes()
         dataset = self.dataset()
         where = {(Path(info.path).stem, s): i for i, (info, s) in enumerate(dataset.index)}
         self.skipped = [f"{b.file}: file not in the data" if b.file not in {f for f, _ in where}

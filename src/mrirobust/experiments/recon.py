@@ -10,15 +10,8 @@ from typing import Any
 import mrirobust
 from mrirobust.data.domains import data_identity, slice_id
 from mrirobust.evaluate import Batch, ReconResult, batches, score_batch
-from mrirobust.experiments.base import (
-    Experiment,
-    Unit,
-    UnitResult,
-    build_methods,
-    check_labels,
-    method_identity,
-    register,
-)
+from mrirobust.experiments.base import (Experiment, Unit, UnitResult, build_methods, check_checkpoints, check_data,
+                                        check_labels, method_identity, register)
 from mrirobust.experiments.spec import setting
 from mrirobust.physics.masks import MaskSpec
 
@@ -52,9 +45,10 @@ class Sliced(Experiment):
         return list(self.spec.methods)
 
     def check(self) -> None:
-        """The methods are defined and unique, the data opens (a bad file is named now, not later)."""
+        """The methods are defined, unique and load; the data opens and suits the mask (named now, not later)."""
         check_labels(self.labels, "methods", self.inputs)
-        self.dataset(getattr(self.spec, "slices", None))
+        check_data(self.dataset(getattr(self.spec, "slices", None)), self.mask())
+        check_checkpoints(self.inputs, self.labels, "methods")
 
     @functools.cached_property
     def methods(self) -> dict[str, Any]:

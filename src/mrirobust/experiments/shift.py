@@ -29,7 +29,7 @@ from mrirobust import schema
 from mrirobust.data.domains import Domain, data_identity, kspace_shapes, slice_id
 from mrirobust.errors import ConfigError, DataError, MriRobustError
 from mrirobust.evaluate import evaluate
-from mrirobust.experiments.base import Experiment, Unit, UnitResult, register
+from mrirobust.experiments.base import Experiment, Unit, UnitResult, check_data, register
 from mrirobust.experiments.spec import setting
 from mrirobust.hashing import digest
 from mrirobust.methods.base import build, describe
@@ -93,7 +93,8 @@ class Shift(Experiment):
 
     @classmethod
     def references(cls, spec: ShiftSpec) -> tuple[list[str], list[str]]:
-        members = [m for specs in (spec.groups or {}).values() for m in specs if isinstance(m, str)]
+        members = [m for specs in (spec.groups or {}).values() if isinstance(specs, list)
+                   for m in specs if isinstance(m, str)]
         return [spec.source, *([spec.target] if getattr(spec, "target", "") else [])], members
 
     @classmethod
@@ -153,10 +154,14 @@ class Shift(Experiment):
     def check(self) -> None:
         self.evaluated = {d.label: d.dataset(self.spec.eval_split, slices=self.eval_slices())
                           for _, ds in self.directions() for d in ds}
+        for dataset in self.evaluated.values():
+            check_data(dataset, self.mask())
         needs_training = any(describe(m.config).needs_checkpoint or m.grid for m in self.models)
         self.fixes = {}
         for train_domain, _ in self.directions():
             train_set = train_domain.dataset("train", required=True) if needs_training else None
+            if train_set is not None:
+                check_data(train_set, self.mask())
             self.fixes[train_domain.label] = check_compatible(train_set, self.evaluated, self.checked_models(),
                                                               self.mask(), self.train_config.batch_size)
 

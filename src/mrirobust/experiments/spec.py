@@ -151,7 +151,7 @@ def parse_mask(value: Any, where: str, default: MaskSpec) -> MaskSpec:
     try:
         return MaskSpec(kind, fractions, accelerations)
     except ConfigError as error:
-        raise ConfigError(where, error.problem) from None
+        raise ConfigError(where, f"{error.field}: {error.problem}") from None
 
 
 def mask_mapping(spec: MaskSpec) -> dict[str, Any]:
@@ -260,10 +260,15 @@ def from_arguments(cls: type, args: argparse.Namespace, **given: Any) -> Any:
 def _yaml_file(path: str, flag: str) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
+            loaded = yaml.safe_load(handle)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        problem = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise ConfigError(flag, f"cannot read {path}: {problem}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "strerror", None) or getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(flag, f"cannot read {path}{where}: {problem}") from None
+    if loaded is None:
+        raise ConfigError(flag, f"{path} is empty")
+    return loaded
 
 
 def _key_value(text: str, flag: str) -> tuple[str, Any]:

@@ -117,7 +117,7 @@ def load_checkpoint(path: str | Path) -> Any:
     except OSError as error:
         raise ConfigError("checkpoint", f"{path}: cannot read it ({error.strerror})") from None
     except Exception as error:  # torch raises KeyError, UnpicklingError, RuntimeError, EOFError on junk
-        detail = (str(error).strip().splitlines() or [""])[0][:80]
+        detail = (str(error).strip().splitlines() or [""])[0][:40]
         raise ConfigError("checkpoint", f"{path}: not a PyTorch weights file ({type(error).__name__}: "
                                         f"{detail}); see docs/methods.md on checkpoints") from None
 

@@ -112,6 +112,22 @@ class MaskSpec:
         calib = tuple(max(1, round(n * fraction)) for n in shape)
         return poisson_disc_mask(tuple(shape), float(acceleration), calib=calib, seed=seed, device=device)
 
+    def check_width(self, width: int) -> None:
+        """ConfigError('acceleration') unless every setting is achievable on `width` columns.
+
+        The fully sampled centre alone must fit in the width / acceleration budget; otherwise the
+        mask would be labelled with an acceleration it cannot have (1000x on 368 columns is 12.7x).
+        """
+        pairs = ([(f, a) for f in self.center_fractions for a in self.accelerations] if self.allow_any_combination
+                 else list(zip(self.center_fractions, self.accelerations)))
+        for fraction, acceleration in pairs:
+            num_low = 1 if self.kind == "magic_fraction" else round(width * fraction)
+            if acceleration > width or max(num_low, 1) * acceleration > width:
+                most = width / max(num_low, 1)
+                raise ConfigError("acceleration", f"{acceleration}x is not achievable on {width} k-space columns "
+                                                  f"with centre fraction {fraction:g} ({num_low} centre columns "
+                                                  f"allow at most {most:.1f}x)")
+
     def sample(
         self,
         width: int,

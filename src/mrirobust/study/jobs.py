@@ -103,7 +103,8 @@ def _experiment_job(exp: ExperimentEntry, study: Study, out: Path, identities: d
 
 
 def _file_text(path: str | None) -> str | None:
-    return Path(path).read_text() if path else None
+    """A file's text for a job's identity; undecodable bytes are the reader's to report, in `check`."""
+    return Path(path).read_text(encoding="utf-8", errors="replace") if path else None
 
 
 def _plain(value: Any) -> Any:

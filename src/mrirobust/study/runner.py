@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -21,13 +22,22 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from mrirobust.atomic import atomic_path
+from mrirobust.atomic import atomic_path, check_output
+from mrirobust.devices import resolve_device
 from mrirobust.errors import ConfigError, DataError, MriRobustError
 from mrirobust.findings import JobRows, Verdict, as_json, assess
 from mrirobust.report.html import PREPARE_KINDS, ReportSource, write_report
 from mrirobust.study import EXECUTORS
 from mrirobust.study.config import Study, load_study, validate
-from mrirobust.study.jobs import Job, check, execute, job_record, job_summary, plan, with_prepared
+from mrirobust.study.jobs import (
+    Job,
+    check,
+    execute,
+    job_record,
+    job_summary,
+    plan,
+    with_prepared,
+)
 from mrirobust.study.store import Store
 
 
@@ -48,9 +58,7 @@ def run_study(config: str | Path | Study | dict, out: str | Path | None = None, 
     address = address or study.executor.get("address")
     device = device or study.device
     store = Store(out / "store")
-    prepare_jobs, experiment_jobs = plan(study, out)
-    for job in experiment_jobs:  # labels, data files and settings, before anything is written
-        check(job, resolve_device(device))
+    prepare_jobs, experiment_jobs = check_study(study, out, device)
     store.plan()  # refuses a store of another layout
     with store.lock():
         with atomic_path(out / "study.yaml") as tmp:
@@ -106,6 +114,29 @@ def run_study(config: str | Path | Study | dict, out: str | Path | None = None, 
     return out
 
 
+def check_study(study: Study, out: Path, device: str) -> tuple[list[Job], list[Job]]:
+    """Everything a run needs, before any file is written: the output folder can be written, the
+    device exists, every experiment's labels, data files and settings pass (errors in a job's spec
+    are named by their path in the study, `experiments.NAME.FIELD`)."""
+    check_output(out, folder=True)
+    resolved = str(resolve_device(device, "--device" if device != study.device else "device"))
+    prepare_jobs, experiment_jobs = plan(study, out)
+    for job in experiment_jobs:
+        try:
+            check(job, resolved)
+        except ConfigError as error:
+            raise ConfigError(_in_experiment(job.name, error.field), error.problem) from None
+    return prepare_jobs, experiment_jobs
+
+
+def _in_experiment(name: str, field: str) -> str:
+    """A spec field named by an experiment's check, as its path in the study config."""
+    head = re.split(r"[.\[]", field, maxsplit=1)[0]
+    if field.startswith(("experiments.", "--")) or (head in ("data", "methods") and "." in field):
+        return field
+    return f"experiments.{name}.{field}"
+
+
 def study_folder(study: Study, out: str | Path | None) -> Path:
     """Where a study writes: `out`, by default out/<name>."""
     return Path(out or Path("out") / study.name).resolve()
@@ -155,17 +186,22 @@ def write_findings(out: str | Path) -> Path:
 
 
 def write_study_report(out: str | Path, folder: str | Path | None = None) -> Path:
-    """The HTML report of the study folder `out`, written into `folder` (default out/report)."""
-    return write_report(report_source(out), Path(folder) if folder else Path(out) / "report")
+    """The HTML report of the study folder `out`, written into `folder` (default out/report), while
+    holding the store: a run in progress owns its report."""
+    folder = Path(folder) if folder else Path(out) / "report"
+    source = report_source(out)
+    check_output(folder, folder=True)
+    if not source.planned:
+        return write_report(source, folder)
+    with Store(Path(out) / "store").lock():
+        return write_report(source, folder)
 
 
 def describe_plan(study: Study, out: str | Path | None = None) -> str:
     """The jobs a run would have, each marked done (in the store) or to run; runs nothing."""
     out = study_folder(study, out)
     store = Store(out / "store")
-    prepare_jobs, experiment_jobs = plan(study, out)
-    for job in experiment_jobs:
-        check(job, "cpu")
+    prepare_jobs, experiment_jobs = check_study(study, out, study.device)
     lines = [f"{study.name}: config valid; {len(prepare_jobs) + len(experiment_jobs)} jobs in {out}"]
     lines += [f"  {'done  ' if store.record(job.key) else 'to run'}  {job.kind:13s} {job.name}  [{job.key}]"
               for job in prepare_jobs + experiment_jobs]
@@ -178,19 +214,11 @@ def _default_workers() -> int:
     return max(1, torch.cuda.device_count())
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def safe_execute(job: Job, device: str, progress: bool = False) -> dict[str, Any]:
     """`execute`, with a user-caused failure (bad data, a vanished folder, a full disk) turned into
     an error message: such exceptions do not always survive pickling between processes."""
     try:
-        return execute(job, resolve_device(device), progress)
+        return execute(job, str(resolve_device(device)), progress)
     except (MriRobustError, OSError) as error:
         return {"error": f"{type(error).__name__}: {error}"}
     except Exception:  # a bug: keep its traceback across the process boundary

@@ -25,6 +25,7 @@ from mrirobust.errors import DataError, MriRobustError
 from mrirobust.results import write_csv, write_parquet
 
 LAYOUT = 2  # the store layout this version writes (1: before typed experiments; no `layout` key)
+_HELD: set[Path] = set()  # stores this process has locked
 
 
 class Store:
@@ -37,8 +38,13 @@ class Store:
     def lock(self) -> Iterator[None]:
         """Hold the store for this process; a second run on the same store is refused, not queued.
 
-        `flock` is released by the kernel when the process dies, even by SIGKILL.
+        `flock` is released by the kernel when the process dies, even by SIGKILL. Re-entrant within
+        a process, so a command can hold the store across steps (demo: data, study, report).
         """
+        held = self.root.resolve()
+        if held in _HELD:
+            yield
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as handle:
             try:
@@ -52,9 +58,11 @@ class Store:
             handle.truncate()
             handle.write(f"pid {os.getpid()}\n")
             handle.flush()
+            _HELD.add(held)
             try:
                 yield
             finally:
+                _HELD.discard(held)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write_plan(self, study: str, jobs: Sequence[Mapping[str, str]]) -> None:

@@ -62,7 +62,10 @@ def one_experiment_study(cls: type[Experiment], args: argparse.Namespace) -> Stu
         entry = {"root": str(domain.root), "format": domain.format,
                  **({"acquisitions": list(domain.acquisitions)} if domain.acquisitions else {})}
         raw["data"][name] = entry
-        data[name] = _data(name, entry, Path.cwd(), mask)
+        try:
+            data[name] = _data(name, entry, Path.cwd(), mask)
+        except ConfigError as error:  # `data.NAME.root` in a study is the positional NAME here
+            raise ConfigError(name, error.problem) from None
         given[name] = name
     methods = {}
     for name in METHOD_FIELDS:
