@@ -193,3 +193,34 @@ def test_full_norm_budget_is_relative_to_the_fully_sampled_kspace(data, tmp_path
     assert rows and all(r["norm"] == "full" and r["budget"] == pytest.approx(0.05 * full, rel=1e-5) for r in rows)
     with pytest.raises(ConfigError, match="--norm"):
         run_attack_experiment(data, ["zero-filled"], eps=[0.05], norm="sum", out=tmp_path, progress=False)
+
+
+PRECOMPUTED: list[torch.Tensor] = []  # what CountsPrecompute.precompute saw, one entry per call
+
+
+@dataclass
+class CountsPrecompute(Reconstructor):
+    """Zero-filled that needs meta `token` from its own `precompute` of the clean y in every call."""
+
+    name = "counts-precompute"
+    family = "baseline"
+    differentiable = True
+
+    def precompute(self, kspace, mask):
+        PRECOMPUTED.append(kspace.clone())
+        return {"token": kspace.abs().sum(dim=(1, 2, 3))}
+
+    def reconstruct(self, kspace, mask, token=None, **meta):
+        assert token is not None and token.shape == (kspace.shape[0],), "meta token missing"
+        return zero_filled_rss(kspace, mask)
+
+
+def test_precompute_runs_once_per_batch_on_the_clean_kspace_and_reaches_every_call(data, tmp_path):
+    """Attacked and evaluated (PGD at two budgets, random noise, clean): one precompute per batch and method."""
+    PRECOMPUTED.clear()
+    run_attack_experiment(data, [f"{__name__}:CountsPrecompute"], eps=[0.02, 0.05], out=tmp_path, **SMALL)
+    assert len(PRECOMPUTED) == 1  # one batch of 2 images; the attacked method is also the one evaluated
+    spec = MaskSpec("random", (SMALL["center_fraction"],), (4,))
+    samples = [SliceDataset(data)[i] for i in range(2)]
+    clean = torch.stack([s.kspace * draw_mask(s, spec)[0] for s in samples])
+    torch.testing.assert_close(PRECOMPUTED[0], clean, rtol=0, atol=0)

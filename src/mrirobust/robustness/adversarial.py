@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class _Batch:
     targets: torch.Tensor
     max_values: torch.Tensor
     ssim_variant: str
+    precomputed: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # see `meta`
 
     @property
     def measured(self) -> torch.Tensor:
@@ -98,9 +99,23 @@ class _Batch:
             ssim_variant=VOLUME_MAX if volume_max else SLICE_MAX,
         )
 
+    def meta(self, method: Any) -> dict[str, torch.Tensor]:
+        """`method.precompute` of the clean y (l1: its maps), once per batch and method; {} without one.
+
+        Passed to every reconstruction and attack of this batch, so l1 estimates its maps once
+        instead of at every PGD step, eps value and evaluation (perturbed y reuse the clean maps).
+        """
+        key = id(method)
+        if key not in self.precomputed:
+            prepare = getattr(method, "precompute", None)
+            with torch.no_grad():
+                self.precomputed[key] = prepare(self.measured, self.masks) if prepare else {}
+        return self.precomputed[key]
+
     def reconstruct(self, method: Any, kspace: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            image = checked_reconstruct(method, kspace, self.masks, target_shape=tuple(self.targets.shape[-2:]))
+            image = checked_reconstruct(method, kspace, self.masks, target_shape=tuple(self.targets.shape[-2:]),
+                                        **self.meta(method))
         return center_crop(image, tuple(self.targets.shape[-2:]))
 
     def score(self, image: torch.Tensor) -> list[dict[str, float]]:
@@ -233,7 +248,7 @@ class _Experiment:
         method = next(m for m in self.attacked if m.name == label)
         crop = tuple(batch.targets.shape[-2:])  # the scored region: the attack aims there
         result = attack(method, batch.measured, batch.masks, eps, seed=seed, reference=reference, crop=crop,
-                        **self.settings)
+                        **self.settings, **batch.meta(method))
         return result.perturbation.detach(), result.attack, result.objective.detach().tolist(), result.settings
 
 
