@@ -16,7 +16,7 @@ from mrirobust.data.sample import draw_mask
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError
 from mrirobust.evaluate import config_hash
-from mrirobust.experiments.attack import Attack, AttackSpec
+from mrirobust.experiments.attack import Attack, AttackSettings, AttackSpec
 from mrirobust.experiments.base import DataSource, Inputs, MethodInput
 from mrirobust.experiments.runner import UnitCache, run_experiment
 from mrirobust.experiments.spec import parse, yaml_where
@@ -277,3 +277,36 @@ def test_l1_attack_on_images_without_oversampling_beats_random_noise_on_ssim_and
     for loss in (LOSS, "psnr[volume-max]_loss"):
         assert float(rows["l1"][loss]) > float(rows["random"][loss]), loss
     assert '"objective": "both"' in rows["l1"]["attack_settings"]
+
+
+PRECOMPUTED: list[torch.Tensor] = []  # what CountsPrecompute.precompute saw, one entry per call
+
+
+@dataclass
+class CountsPrecompute(Reconstructor):
+    """Zero-filled that needs meta `token` from its own `precompute` of the clean y in every call."""
+
+    name = "counts-precompute"
+    family = "baseline"
+    differentiable = True
+
+    def precompute(self, kspace, mask):
+        PRECOMPUTED.append(kspace.clone())
+        return {"token": kspace.abs().sum(dim=(1, 2, 3))}
+
+    def reconstruct(self, kspace, mask, token=None, **meta):
+        assert token is not None and token.shape == (kspace.shape[0],), "meta token missing"
+        return zero_filled_rss(kspace, mask)
+
+
+def test_precompute_runs_once_per_batch_on_the_clean_kspace_and_reaches_every_call(data, tmp_path):
+    """Attacked and evaluated (PGD at two budgets, random noise, clean): one precompute per batch and method."""
+    PRECOMPUTED.clear()
+    spec = attack_spec(methods=("counts",), eps=(0.02, 0.05), attack=AttackSettings(steps=3))
+    run_experiment(Attack(spec, inputs(data, tmp_path, {"counts": {"name": f"{__name__}:CountsPrecompute"}})),
+                   UnitCache(tmp_path / "units"))
+    assert len(PRECOMPUTED) == 1  # one batch of 2 images; the attacked method is also the one evaluated
+    spec = MASK
+    samples = [SliceDataset(data)[i] for i in range(2)]
+    clean = torch.stack([s.kspace * draw_mask(s, spec)[0] for s in samples])
+    torch.testing.assert_close(PRECOMPUTED[0], clean, rtol=0, atol=0)

@@ -18,7 +18,8 @@ from mrirobust.experiments.runner import UnitCache, run_experiment
 from mrirobust.experiments.spec import parse, yaml_where
 from mrirobust.methods.base import Reconstructor, build
 from mrirobust.physics.combine import sense_combine, zero_filled_rss
-from mrirobust.physics.fft import ifft2c
+from mrirobust.physics.fft import center_crop, ifft2c
+from mrirobust.metrics import region_mse
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.report.feature_figures import heatmap
 from mrirobust.report.registry import kind_report
@@ -72,6 +73,18 @@ def test_batched_placements_equal_one_at_a_time(image):
     single = torch.cat([image.feature_mse(method, b[None], "rss") for b in boxes])
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-9)
     assert (batched > 0).all()  # under-sampling loses part of the feature
+
+
+def test_l1_placements_use_the_maps_of_the_slice_without_a_feature(image):
+    """l1's precompute (maps of the un-featured measurement) serves every placement of a call."""
+    method = build("l1", iters=5, espirit={"calib_size": 12, "kernel_size": 4})
+    boxes = random_boxes(image.shape, 3, 3, seed=2)
+    maps = method.precompute(image.kspace[None] * image.mask, image.mask)["maps"]
+    modified = insert_features(image.kspace, image.maps, boxes, image.value, image.shape)
+    recon = method.reconstruct(modified * image.mask, image.mask, maps=maps.expand(len(boxes), -1, -1, -1))
+    truth = reference_images(modified, image.target, boxes, image.value, "rss")
+    expected = region_mse(truth, center_crop(recon, image.shape), boxes)
+    torch.testing.assert_close(image.feature_mse(method, boxes, "rss"), expected, rtol=1e-5, atol=0)
 
 
 def test_grid_and_random_placements():

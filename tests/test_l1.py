@@ -16,11 +16,12 @@ from mrirobust.data.simulate import simulate_kspace
 from mrirobust.data.synthetic import SynthConfig, render_volume
 from mrirobust.errors import ConfigError
 from mrirobust.methods.base import build, checked_reconstruct
-from mrirobust.methods.l1 import L1, absolute_lambda, fista, l1_objective
+from mrirobust.methods.l1 import (L1, absolute_lambda, cycle_shifts, fista, l1_objective, lipschitz_bound,
+                                  normal_operator, proximal)
 from mrirobust.metrics import psnr
 from mrirobust.physics.espirit import espirit_maps
 from mrirobust.physics.masks import mask_spec
-from mrirobust.physics.operator import MultiCoilOperator
+from mrirobust.physics.operator import MultiCoilOperator, power_norm
 from tests.bart import bart, bart_available
 
 N, COILS = 96, 8
@@ -124,3 +125,54 @@ def test_best_psnr_within_half_a_db_of_bart_and_sigpy(knee) -> None:
     ]
     best, best_bart, best_sigpy = _best(ours, "ours"), _best(theirs_bart, "bart"), _best(theirs_sigpy, "sigpy")
     assert best >= best_bart - 0.5 and best >= best_sigpy - 0.5, (best, best_bart, best_sigpy)
+
+
+def test_column_normal_operator_equals_the_operator_and_passes_gradients(knee) -> None:
+    """1-D FFTs on the maps' support equal A^H A for column masks (single and batched); 2-D masks fall back."""
+    maps = torch.cat([knee["maps"], knee["maps"].roll(7, dims=-2)])
+    maps[1, :, :9] = 0  # rows without support: skipped, and still exact
+    x = torch.randn(2, N, N, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    for mask in (knee["mask"], torch.stack([knee["mask"], knee["mask"].roll(3)])[:, None, None]):
+        op = MultiCoilOperator(maps, mask)
+        fast, reference = normal_operator(op)(x), op.normal(x)
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * float(reference.detach().abs().max()))
+        (grad,) = torch.autograd.grad(fast.abs().square().sum(), x)
+        (grad_reference,) = torch.autograd.grad(reference.abs().square().sum(), x)
+        torch.testing.assert_close(grad, grad_reference, rtol=1e-4, atol=1e-4 * float(grad_reference.abs().max()))
+    two_d = MultiCoilOperator(maps, torch.rand(N, N, generator=torch.Generator().manual_seed(1)) < 0.3)
+    assert normal_operator(two_d) == two_d.normal
+
+
+def test_lipschitz_bound_is_an_upper_bound_and_tight_for_espirit_maps(knee) -> None:
+    op = MultiCoilOperator(knee["maps"], knee["mask"])
+    estimate = power_norm(op, iters=300)
+    assert (2 * estimate <= lipschitz_bound(op) * (1 + 1e-5)).all()
+    assert (lipschitz_bound(op) <= 2 * estimate * 1.01).all()
+    unnormalised = MultiCoilOperator(3 * knee["true_maps"], torch.ones(N, dtype=torch.bool))
+    torch.testing.assert_close(lipschitz_bound(unnormalised), 2 * power_norm(unnormalised, iters=300), rtol=1e-3, atol=0)
+
+
+def test_within_a_tenth_of_a_db_of_the_previous_solver(knee) -> None:
+    """The previous solver (power-iteration step 1 / (2.04 ||A||^2), 2-D FFTs) at the default settings."""
+    y, mask, maps, truth = knee["y"], knee["mask"], knee["maps"], knee["truth"]
+    method = L1()
+    op = MultiCoilOperator(maps, mask)
+    rhs, lipschitz = op.adjoint(y), 2 * 1.02 * power_norm(op, iters=30)
+    threshold, shifts = absolute_lambda(method.lam, op, y) / lipschitz, cycle_shifts(method.iters, 2**method.levels)
+    current = extrapolated = torch.zeros_like(rhs)
+    momentum = 1.0
+    for shift in shifts:
+        descent = extrapolated - 2 * (op.normal(extrapolated) - rhs) / lipschitz
+        previous, current = current, proximal(method.sparsifier, descent, threshold, shift)
+        next_momentum = (1 + (1 + 4 * momentum**2) ** 0.5) / 2
+        extrapolated, momentum = current + (momentum - 1) / next_momentum * (current - previous), next_momentum
+    previous_psnr, new_psnr = _psnr(truth, current), _psnr(truth, method.reconstruct(y, mask, maps=maps))
+    assert abs(new_psnr - previous_psnr) < 0.1, (new_psnr, previous_psnr)
+
+
+def test_precompute_reused_as_meta_gives_the_same_reconstruction(knee) -> None:
+    method = L1(iters=10)
+    precomputed = method.precompute(knee["y"], knee["mask"])
+    assert set(precomputed) == {"maps"} and not precomputed["maps"].requires_grad
+    torch.testing.assert_close(method.reconstruct(knee["y"], knee["mask"], **precomputed),
+                               method.reconstruct(knee["y"], knee["mask"]), rtol=0, atol=0)

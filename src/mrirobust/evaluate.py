@@ -58,6 +58,7 @@ class Batch:
     targets: torch.Tensor
     max_values: torch.Tensor
     ssim_variant: str
+    precomputed: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # see `meta`
 
     @classmethod
     def load(cls, samples: Sequence[Sample], spec: MaskSpec, device: str | torch.device) -> Batch:
@@ -83,11 +84,22 @@ class Batch:
     def shape(self) -> tuple[int, int]:
         return tuple(self.targets.shape[-2:])
 
+    def meta(self, method: Any) -> dict[str, torch.Tensor]:
+        """`method.precompute` of the clean measurement (l1: its ESPIRiT maps), once per batch and
+        method; {} for a method without one. Every reconstruction and attack of the batch gets it, so
+        perturbed measurements reuse the clean measurement's maps instead of re-estimating them."""
+        key = id(method)
+        if key not in self.precomputed:
+            prepare = getattr(method, "precompute", None)
+            with torch.no_grad():
+                self.precomputed[key] = prepare(self.measured, self.masks) if prepare else {}
+        return self.precomputed[key]
+
     def reconstruct(self, method: Any, kspace: torch.Tensor | None = None) -> torch.Tensor:
         """The method's image of `kspace` (default: the measured k-space), centre-cropped to the target."""
         kspace = self.measured if kspace is None else kspace
         with torch.no_grad():
-            image = checked_reconstruct(method, kspace, self.masks, target_shape=self.shape)
+            image = checked_reconstruct(method, kspace, self.masks, target_shape=self.shape, **self.meta(method))
         return center_crop(image, self.shape)
 
     def scores(self, image: torch.Tensor) -> list[dict[str, float]]:

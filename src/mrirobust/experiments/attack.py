@@ -117,7 +117,7 @@ class Attack(Sliced):
         dataset = self.dataset()
         samples = [dataset[i] for i in range(min(self.spec.images, len(dataset)))]
         mask = self.mask()
-        common = {"evaluated": method_identity(self.inputs, self.labels), "seed": self.spec.seed,
+        common = {"evaluated": method_identity(self.inputs, self.labels), "seed": self.spec.seed, "maps": "clean",
                   "norm": self.spec.norm, "settings": self.spec.attack.given(),
                   "objective": self.spec.attack.objective, "mask": mask.describe(),
                   "data": data_identity(dataset), "version": mrirobust.__version__}
@@ -135,7 +135,12 @@ class Attack(Sliced):
         return units
 
     def batch(self, group: list, start: int) -> Batch:
-        return Batch.load(group, self.mask(), self.inputs.device)
+        """The batch starting at image `start`, loaded once per run: its precomputed per-method work
+        (l1's maps) then serves every eps and attacked method."""
+        loaded = self.__dict__.setdefault("_batches", {})
+        if start not in loaded:
+            loaded[start] = Batch.load(group, self.mask(), self.inputs.device)
+        return loaded[start]
 
     def run(self, unit: Unit, done: Mapping[str, UnitResult]) -> UnitResult:
         if unit.work[0] == "clean":
@@ -167,8 +172,9 @@ class Attack(Sliced):
         if label == RANDOM:
             z = random_perturbation(batch.measured, batch.masks, eps, seed=seed, reference=reference)
             return z, RANDOM, None, {"seed": seed}
-        result = attack(self.methods[label], batch.measured, batch.masks, eps, self.spec.attack.given(),
-                        self.spec.attack.scope(seed, reference, batch.shape))
+        method = self.methods[label]
+        result = attack(method, batch.measured, batch.masks, eps, self.spec.attack.given(),
+                        self.spec.attack.scope(seed, reference, batch.shape), **batch.meta(method))
         return result.perturbation.detach(), result.attack, result.objective.detach().tolist(), result.settings
 
     def _perturbed(self, batch: Batch, start: int, label: str, eps: float, clean: UnitResult) -> UnitResult:

@@ -90,7 +90,7 @@ class _Placed(Sliced):
         dataset = self.dataset()
         self.samples = [dataset[i] for i in range(min(self.spec.images, len(dataset)))]
         self.loaded: dict[int, FeatureImage] = {}
-        common = {"kind": self.kind, "mask": self.mask().describe(), "reference": self.spec.reference,
+        common = {"kind": self.kind, "maps": "clean", "mask": self.mask().describe(), "reference": self.spec.reference,
                   "normalize": self.spec.normalize, "maps_crop": self.spec.maps_crop, "data": data_identity(dataset),
                   "version": mrirobust.__version__}
         hashes = method_identity(self.inputs, self.spec.methods)

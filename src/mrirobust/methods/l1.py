@@ -14,16 +14,22 @@ Scale-free lambda: lam_abs = lam * max_pixels |A^H y| per slice. Scaling y by s 
 lam_abs by s, so the minimiser (and every FISTA iterate) scales by s: one tuned `lam` transfers
 across files of different intensity scales, and slices of a batch do not influence each other.
 
-The step is 1 / L with L = 2 ||A||^2 from `power_norm`, computed once per call and detached; the
-iteration count is fixed (no convergence test, no host sync), so autograd differentiates the
-whole solve end to end. ESPIRiT maps computed here are constants for autograd (computed from
-detached k-space): the method is then a differentiable function of y for fixed maps.
+The step is 1 / L with L = 2 max_pixels sum_i |S_i|^2 >= 2 ||A||^2 (`lipschitz_bound`: the mask is a
+projection and F unitary, so ||A x||^2 <= ||S x||^2 <= max sum_i |S_i|^2 ||x||^2; for ESPIRiT maps
+it is 2 and within 0.1% of power iteration), free where 30 power iterations cost a third of a
+100-iteration solve. For column masks A^H A needs only 1-D FFTs along the phase-encode axis
+(`normal_operator`: F^H M F = F_W^H M F_W, since M commutes with the readout FFT), about half the
+FFT work. The iteration count is fixed (no convergence test, no host sync), so autograd
+differentiates the whole solve end to end. ESPIRiT maps computed here are constants for autograd
+(computed from detached k-space): the method is then a differentiable function of y for fixed
+maps. `precompute` returns the per-measurement work (the maps) for callers that reconstruct the
+same measurement many times (attack steps, eps values, feature placements) to pass back as meta.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +39,7 @@ from mrirobust.methods.base import Reconstructor, register, register_preset
 from mrirobust.methods.settings import at_least, one_of
 from mrirobust.methods.sparsity import TRANSFORMS, SparsifyingTransform, make_transform, soft_threshold
 from mrirobust.physics.espirit import EspiritSettings
-from mrirobust.physics.operator import MultiCoilOperator, power_norm
-
-POWER_ITERS = 30
-STEP_SAFETY = 1.02  # power iteration approaches ||A||^2 from below; a slightly larger L keeps 1/L safe
+from mrirobust.physics.operator import MultiCoilOperator
 
 
 def absolute_lambda(lam: float, op: MultiCoilOperator, kspace: torch.Tensor) -> torch.Tensor:
@@ -68,6 +71,39 @@ def cycle_shifts(iters: int, period: int, seed: int = 0) -> list[tuple[int, int]
     return [tuple(pair) for pair in torch.randint(period, (iters, 2), generator=generator).tolist()]
 
 
+def lipschitz_bound(op: MultiCoilOperator) -> torch.Tensor:
+    """L = 2 max_pixels sum_i |S_i|^2 per slice (B,): a Lipschitz constant of the data term's gradient."""
+    bound = 2 * op.maps.detach().abs().square().sum(dim=-3).flatten(1).amax(dim=1)
+    return bound.clamp_min(torch.finfo(bound.dtype).tiny)
+
+
+def normal_operator(op: MultiCoilOperator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> A^H A x; with a column mask by 1-D FFTs along W, else `op.normal`.
+
+    With a column mask each readout row is independent, so rows where every map is zero (outside
+    ESPIRiT's support; about a quarter of an oversampled knee) are skipped: their output is zero.
+    The centred shifts leave the coil loop: ifftshift is applied once to the maps and the mask
+    (here) and to the image (per call), fftshift once to the coil-summed result.
+    """
+    mask = op.mask
+    if mask.ndim >= 2 and mask.shape[-2] != 1:
+        return op.normal
+    rows = op.maps.detach().abs().sum(dim=(0, 1, 3)).nonzero().flatten()  # one host sync per solve
+    maps = torch.fft.ifftshift(op.maps.index_select(-2, rows), dim=-1)
+    conj_maps = maps.conj()
+    mask = torch.fft.ifftshift(mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)), dim=-1).to(maps.real.dtype)
+
+    def normal(x: torch.Tensor) -> torch.Tensor:
+        # in place on the FFTs' fresh outputs (autograd keeps only the constant factors): two
+        # coil-sized temporaries fewer, about 2x faster on a CPU
+        image = torch.fft.ifftshift(x.index_select(-2, rows), dim=-1)
+        coils = torch.fft.fft(maps * image[:, None], dim=-1, norm="ortho").mul_(mask)
+        combined = torch.fft.ifft(coils, dim=-1, norm="ortho").mul_(conj_maps).sum(dim=-3)
+        return torch.zeros_like(x).index_copy(-2, rows, torch.fft.fftshift(combined, dim=-1))
+
+    return normal
+
+
 def fista(
     op: MultiCoilOperator, transform: SparsifyingTransform, kspace: torch.Tensor, lam_abs: torch.Tensor,
     iters: int, shifts: list[tuple[int, int]] | None = None,
@@ -79,13 +115,14 @@ def fista(
     problem changes from step to step, so then no single objective is minimised.
     """
     rhs = op.adjoint(kspace)
-    lipschitz = 2 * STEP_SAFETY * power_norm(op, iters=POWER_ITERS)  # (B,), detached
-    step = (1 / lipschitz).reshape(-1, 1, 1)
+    normal = normal_operator(op)
+    lipschitz = lipschitz_bound(op)  # (B,), detached
+    step = (2 / lipschitz).reshape(-1, 1, 1)  # 1 / L times the gradient's factor 2
     threshold = lam_abs / lipschitz
     current = torch.zeros_like(rhs)
     previous, extrapolated, momentum = current, current, 1.0
     for k in range(iters):
-        descent = extrapolated - step * 2 * (op.normal(extrapolated) - rhs)
+        descent = extrapolated - step * (normal(extrapolated) - rhs)
         previous, current = current, proximal(transform, descent, threshold, shifts[k] if shifts else (0, 0))
         next_momentum = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
         extrapolated = current + ((momentum - 1) / next_momentum) * (current - previous)
@@ -131,6 +168,15 @@ class L1(Reconstructor):
             with torch.no_grad():
                 maps = self.espirit.maps(kspace.detach() * mask.to(kspace.device))
         return MultiCoilOperator(maps.to(device=kspace.device, dtype=kspace.dtype), mask)
+
+    def precompute(self, kspace: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-measurement work, {"maps": ESPIRiT maps}, to pass back as meta (`**precomputed`).
+
+        For callers that reconstruct one measurement many times (PGD steps, eps values, feature
+        placements): maps are then those of the clean measurement instead of being re-estimated
+        from each perturbed one. The step size needs no precompute (`lipschitz_bound` is free).
+        """
+        return {"maps": self.operator(kspace, mask).maps}
 
     def solve(self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
         """The complex image (B, H, W) after `iters` FISTA steps."""

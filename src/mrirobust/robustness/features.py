@@ -122,7 +122,10 @@ class FeatureImage:
         modified = insert_features(self.kspace, self.maps, boxes, self.value, self.shape)
         masks = stack_masks([self.mask] * len(boxes))
         with torch.no_grad():
-            image = checked_reconstruct(method, modified * masks, masks, target_shape=self.shape)
+            prepare = getattr(method, "precompute", None)  # l1: maps of the slice without a feature, once
+            meta = {key: value.expand(len(boxes), *value.shape[1:]) for key, value in
+                    (prepare(self.kspace[None] * self.mask, self.mask) if prepare else {}).items()}
+            image = checked_reconstruct(method, modified * masks, masks, target_shape=self.shape, **meta)
         truth = reference_images(modified, self.target, boxes, self.value, reference)
         return region_mse(truth, center_crop(image, self.shape), boxes)
 
