@@ -47,6 +47,7 @@ from mrirobust.physics.espirit import espirit_maps
 from mrirobust.physics.fft import fft2c, ifft2c
 from mrirobust.physics.masks import mask_spec
 from mrirobust.physics.operator import MultiCoilOperator
+from mrirobust.robustness.attack_settings import PgdSettings
 from mrirobust.robustness.attacks import pgd
 from mrirobust.robustness.features import heatmap_boxes, insert_features
 
@@ -210,13 +211,18 @@ def run_timings(data: Data, sizes: Sizes, device: torch.device) -> dict[str, Any
             featured = insert_features(data.full[0].to(device), maps[:1], boxes, 1.0, shape) * mask
             t = seconds(lambda: checked_reconstruct(method, featured, mask, target_shape=shape), device, repeats=1)
             out[f"heatmap_{name}"] = {"placements": len(boxes), "placements_per_s": len(boxes) / t}
-    steps = {k: seconds(lambda k=k: pgd(varnet, y[:1], mask, 0.05, steps=k), device, repeats=1) for k in (1, 2)}
+    steps = {k: seconds(lambda k=k: pgd(varnet, y[:1], mask, 0.05, PgdSettings(steps=k)), device, repeats=1)
+             for k in (1, 2)}
     out["varnet_pgd_step"] = {"name": sizes.varnet, "s_per_step": steps[2] - steps[1], "s_pgd_1_step": steps[1]}
     decoder = seeded(sizes.convdecoder)
     for fit_batch in (1, min(4, batch)):
-        decoder.fit(y[:fit_batch], mask, iters=1)
+        decoder.fit(y[:fit_batch], mask, iters=1)  # warm-up
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
         decoder.fit(y[:fit_batch], mask, iters=sizes.convdecoder_iters)
-        rate = decoder.iterations_per_second
+        sync()
+        rate = sizes.convdecoder_iters / (time.perf_counter() - start)
         out[f"convdecoder_b{fit_batch}"] = {"name": sizes.convdecoder, "iterations_per_s": rate,
                                             "slice_iterations_per_s": rate * fit_batch}
     return out

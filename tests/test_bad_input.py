@@ -180,7 +180,6 @@ CASES = [
     Case("from-coils0", FROM.replace("--coils 2", "--coils 0"), "--coils"),
     Case("from-coils-neg", FROM.replace("--coils 2", "--coils -3"), "--coils"),
     Case("from-snr-nan", FROM + " --snr-db nan", "--snr-db"),
-    Case("from-snr-inf", FROM + " --snr-db inf", "--snr-db"),
     Case("from-out-file", "data from-images {in}/images {in}/file --coils 2", "file"),
     Case("from-out-readonly", "data from-images {in}/images {in}/readonly/x --coils 2", "readonly"),
     Case("from-not-images", "data from-images {in}/notes.h5 {out}", "notes.h5"),

@@ -346,7 +346,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as done:  # --help, or argparse's one-line error (already printed)
+        return done.code if isinstance(done.code, int) else EXIT_ERROR
     return run_cleanly(lambda: args.run(args))
 
 
