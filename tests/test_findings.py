@@ -12,6 +12,7 @@ from mrirobust import metrics
 from mrirobust.findings import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, JobRows, as_json, assess
 from mrirobust.findings.attack_claims import adversarial_vs_random, classical_vs_trained, own_attack_margin
 from mrirobust.findings.feature_claims import box_ranking, location_dependence, spearman
+from mrirobust.findings.perturb_claims import fastest_degradation
 from mrirobust.findings.shift_claims import hard_shift, linear_shift
 from mrirobust.report.html import ReportSource, write_report
 from mrirobust.robustness.shift_analysis import fit_summary
@@ -152,6 +153,23 @@ def test_f2_box_ranking_and_spearman():
     assert box_ranking(_box_rows([0.6, 0.7], [2, 1])).verdict == INCONCLUSIVE
 
 
+def _perturb_rows(slopes: dict[str, float], jitter: float = 0.002) -> list[dict]:
+    """Sweep rows of one kind: SSIM loss = slope x severity (+ a per-image jitter) per method."""
+    return [{"part": "sweep", "perturbation": "motion", "severity": s, "method": m, "status": "ok",
+             "file": f"f{i}.h5", "slice": 0, "image": i, SSIM: 0.8 - slope * s,
+             f"{SSIM}_loss": slope * s + jitter * NOISE[i] * s}
+            for m, slope in slopes.items() for s in (0.0, 0.25, 0.5, 0.75, 1.0) for i in range(IMAGES)]
+
+
+def test_p1_one_method_degrades_fastest():
+    held = fastest_degradation(_perturb_rows({"unet": 0.3, "l1": 0.1, "zero-filled": 0.05}))
+    assert held.verdict == HOLDS and "unet degrades fastest" in held.headline.what
+    assert held.headline.estimate == pytest.approx((0.3 - 0.1) / 2, abs=1e-3)  # mean of slope x s over [0, 1]
+    tied = fastest_degradation(_perturb_rows({"unet": 0.3, "l1": 0.3, "zero-filled": 0.05}, jitter=0.01))
+    assert tied.verdict in (INCONCLUSIVE, FAILS)
+    assert fastest_degradation(_perturb_rows({"unet": 0.3})).verdict == INCONCLUSIVE  # nothing to rank
+
+
 def test_paired_bootstrap_equals_the_plain_one_on_differences():
     rng = np.random.default_rng(1)
     a = rng.normal(size=30)
@@ -176,7 +194,7 @@ def test_assess_gives_every_claim_and_says_what_is_missing():
     assert by_claim["A1"].verdict == HOLDS and by_claim["F1"].verdict == HOLDS
     assert by_claim["S1"].verdict == INCONCLUSIVE and "no finished dataset_shift" in by_claim["S1"].line()
     old = [{"method": m, "ssim": 0.5, "box_mse": 1.0} for m in "abc"]  # no file, slice, box columns
-    assert "lack the column" in assess([JobRows("old", "annotated", old)])[-1].line()
+    assert "lack the column" in {v.claim: v for v in assess([JobRows("old", "annotated", old)])}["F2"].line()
     content = as_json(verdicts)
     assert content["rules"]["far"] == 2.0 and content["verdicts"][0]["line"] == verdicts[0].line()
 

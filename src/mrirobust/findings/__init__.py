@@ -5,7 +5,7 @@ summarises cannot disagree) and below study/, which reads the store, calls `asse
 findings.json; the report receives the verdicts as plain dicts through its ReportSource.
 
     from mrirobust.findings import JobRows, assess
-    verdicts = assess([JobRows("attack", "attack", rows)])   # -> [Verdict] for A1..F2
+    verdicts = assess([JobRows("attack", "attack", rows)])   # -> [Verdict] for A1..F2, P1
     print("\n".join(v.line() for v in verdicts))
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import mrirobust
 from mrirobust.findings import attack_claims as attack
 from mrirobust.findings import feature_claims as feature
+from mrirobust.findings import perturb_claims as perturb
 from mrirobust.findings import shift_claims as shift
 from mrirobust.findings.verdicts import FAILS, HOLDS, INCONCLUSIVE, Rules, Verdict, missing
 
@@ -46,6 +47,7 @@ CLAIMS: dict[str, tuple[str, str, Decide]] = {
     "S3": ("hard_shift", shift.S3, lambda job, rules: shift.hard_shift(job.rows, job.artefacts(), rules)),
     "F1": ("heatmap", feature.F1, lambda job, rules: feature.location_dependence(job.rows, rules)),
     "F2": ("annotated", feature.F2, lambda job, rules: feature.box_ranking(job.rows, rules)),
+    "P1": ("perturb", perturb.P1, lambda job, rules: perturb.fastest_degradation(job.rows, rules)),
 }
 
 
