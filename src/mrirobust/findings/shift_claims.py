@@ -15,8 +15,18 @@ from typing import Any
 import numpy as np
 
 from mrirobust import schema
-from mrirobust.findings.verdicts import FAILS, HOLDS, INCONCLUSIVE, Item, Rules, Verdict, bootstrap_item, combine
-from mrirobust.findings.verdicts import matrix, missing
+from mrirobust.findings.verdicts import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    Item,
+    Rules,
+    Verdict,
+    bootstrap_item,
+    combine,
+    matrix,
+    missing,
+)
 from mrirobust.report.shift_figures import fits
 
 FIT_RULE = ("per panel, the fit of out- on in-distribution SSIM across models: holds if the slope's CI lies "
