@@ -144,23 +144,9 @@ class Attack(Sliced):
 
     def run(self, unit: Unit, done: Mapping[str, UnitResult]) -> UnitResult:
         if unit.work[0] == "clean":
-            return self._clean(*unit.work[1:])
+            return self.clean_unit(self.batch(*unit.work[1:]), unit.work[2])
         _, group, start, label, eps, clean = unit.work
         return self._perturbed(self.batch(group, start), start, label, eps, done[clean])
-
-    def _clean(self, group: list, start: int) -> UnitResult:
-        """Scores of every evaluated method on the clean y (a failure is stored as its reason)."""
-        batch = self.batch(group, start)
-        scores, example = {}, {"target": batch.targets[0].cpu()}
-        for label in self.labels:
-            try:
-                image = batch.reconstruct(self.methods[label])
-            except MriRobustError as error:
-                scores[label] = str(error)
-                continue
-            scores[label] = batch.scores(image)
-            example[label] = image[0].cpu()
-        return UnitResult([], {"clean_scores": {start: scores}, **({"clean": example} if start == 0 else {})})
 
     def _perturbation(self, label: str, eps: float, batch: Batch, start: int):
         """z (B, C, H, W), the attack's name, its per-image objective (None for random/zero) and the

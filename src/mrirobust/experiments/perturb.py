@@ -220,25 +220,13 @@ class Perturb(Sliced):
         part, group, start, *rest = unit.work
         batch = Batch.load(group, self.mask(), self.inputs.device)
         if part == "clean":
-            return self._clean(batch, start)
+            return self.clean_unit(batch, start)
         clean = done[rest[-1]].artefacts["clean_scores"][start]
         if part == SWEEP:
             return self._sweep(batch, start, rest[0], rest[1], clean)
         if part == WORST:
             return self._worst(batch, start, rest[0], *rest[1], clean)
         return self._samples(batch, start, clean)
-
-    def _clean(self, batch: Batch, start: int) -> UnitResult:
-        """Every method's scores on the unperturbed slices (a failure is stored as its reason)."""
-        scores, example = {}, {"target": batch.targets[0].cpu()}
-        for label in self.labels:
-            try:
-                image = batch.reconstruct(self.methods[label])
-            except MriRobustError as error:
-                scores[label] = str(error)
-                continue
-            scores[label], example[label] = batch.scores(image), image[0].cpu()
-        return UnitResult([], {"clean_scores": {start: scores}, **({"clean": example} if start == 0 else {})})
 
     def coil_maps(self, batch: Batch, start: int) -> torch.Tensor:
         """The slices' own coil maps, or ESPIRiT maps of the full k-space (uncropped: the object moves

@@ -9,9 +9,19 @@ from typing import Any
 
 import mrirobust
 from mrirobust.data.domains import data_identity, slice_id
+from mrirobust.errors import MriRobustError
 from mrirobust.evaluate import Batch, ReconResult, batches, score_batch
-from mrirobust.experiments.base import (Experiment, Unit, UnitResult, build_methods, check_checkpoints, check_data,
-                                        check_labels, method_identity, register)
+from mrirobust.experiments.base import (
+    Experiment,
+    Unit,
+    UnitResult,
+    build_methods,
+    check_checkpoints,
+    check_data,
+    check_labels,
+    method_identity,
+    register,
+)
 from mrirobust.experiments.spec import setting
 from mrirobust.physics.masks import MaskSpec
 
@@ -54,6 +64,19 @@ class Sliced(Experiment):
     def methods(self) -> dict[str, Any]:
         """The spec's methods, built once per run (networks load their checkpoints here)."""
         return build_methods(self.inputs, self.labels, "methods")
+
+    def clean_unit(self, batch: Batch, start: int) -> UnitResult:
+        """Every method's scores on the unperturbed batch (a failure is stored as its reason), with the
+        first batch's images as the example; the perturbation kinds score their rows against it."""
+        scores, example = {}, {"target": batch.targets[0].cpu()}
+        for label in self.labels:
+            try:
+                image = batch.reconstruct(self.methods[label])
+            except MriRobustError as error:
+                scores[label] = str(error)
+                continue
+            scores[label], example[label] = batch.scores(image), image[0].cpu()
+        return UnitResult([], {"clean_scores": {start: scores}, **({"clean": example} if start == 0 else {})})
 
 
 @register
