@@ -10,7 +10,6 @@ an output path that is a file and a read-only folder.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import torch
 
 from mrirobust import cli
 from mrirobust.data.fastmri import write_volume
+from tests.clean_error import files, the_line
 
 MISSING_GPU = "cuda:99" if torch.cuda.is_available() else "cuda"
-BAR = re.compile(r"^[\w -]+:\s+\d+%\|")  # a tqdm progress-bar frame
 
 
 def _volume(path: Path, seed: int = 0, zero: bool = False) -> None:
@@ -401,18 +400,6 @@ CASES = [
 ]
 
 
-def _files(root: Path) -> set[Path]:
-    """Every file under root but the data index caches (written when data are read, not outputs)."""
-    return {p for p in root.rglob("*") if p.is_file() and "index" not in p.name and "cache" not in p.parts}
-
-
-def _the_line(err: str) -> str:
-    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not BAR.match(line)]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad-input")
@@ -442,7 +429,7 @@ def test_bad_input_is_one_clean_line(case: Case, inputs: Path, monkeypatch, caps
     monkeypatch.setenv("XDG_CACHE_HOME", str(inputs / "cache"))
     monkeypatch.chdir(inputs)
     out = inputs / "out" / case.name
-    before = _files(inputs)
+    before = files(inputs)
     argv = case.argv.replace("{in}", str(inputs / "in")).replace("{out}", str(out)).split()
     argv = [a.replace("''", "") for a in argv]
     try:
@@ -452,12 +439,12 @@ def test_bad_input_is_one_clean_line(case: Case, inputs: Path, monkeypatch, caps
     err = capsys.readouterr().err
     if code == 2 and err.startswith("usage:"):  # argparse's own message: usage line + one error line
         err = err.splitlines()[-1]
-    line = _the_line(err)
+    line = the_line(err)
     assert code == case.code, line
     assert case.named in line, line
     short = len(line.replace(str(inputs), ""))  # the length a user sees, less our temporary folder
     assert short <= 400 and (case.name != "recon-ckpt-arch" or short < 200), line
-    assert _files(inputs) == before, sorted(map(str, _files(inputs) - before))
+    assert files(inputs) == before, sorted(map(str, files(inputs) - before))
     assert not out.exists() or not any(out.rglob("*")), sorted(map(str, out.rglob("*")))
 
 
@@ -487,9 +474,9 @@ def held_store(tmp_path: Path):
 @pytest.mark.parametrize("argv", [["demo", "--quick", "--device", "cpu", "--out"], ["report"]], ids=["demo", "report"])
 def test_a_refused_second_run_touches_nothing(argv: list[str], held_store: Path, capsys) -> None:
     """The lock comes before any side effect: no data generated under, no report over a running run."""
-    before = _files(held_store)
+    before = files(held_store)
     assert cli.main([*argv, str(held_store)]) == 2
-    line = _the_line(capsys.readouterr().err)
+    line = the_line(capsys.readouterr().err)
     assert "store is in use by pid 999999" in line, line
-    assert _files(held_store) == before
+    assert files(held_store) == before
     assert not (held_store / "data").exists() and not (held_store / "report").exists()

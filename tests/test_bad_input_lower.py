@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import re
 import resource
 import signal
 import subprocess
@@ -30,9 +29,9 @@ from mrirobust import cli
 from mrirobust.atomic import TEMP_SUFFIX
 from mrirobust.data import hdf5_output
 from mrirobust.data.fastmri import write_volume
+from tests.clean_error import files, the_line
 
 MISSING_GPU = "cuda:99" if torch.cuda.is_available() else "cuda"
-BAR = re.compile(r"^[\w -]+:\s+\d+%\|")  # a tqdm progress-bar frame
 SCRIPT = Path(sys.executable).with_name("mrirobust")
 CSV_HEADER = "file,slice,study_level,x,y,width,height,label\n"
 
@@ -151,18 +150,6 @@ CASES = [
 ]
 
 
-def _files(root: Path) -> set[Path]:
-    """Every file under root but the data index caches (written when data are read, not outputs)."""
-    return {p for p in root.rglob("*") if p.is_file() and "index" not in p.name and "cache" not in p.parts}
-
-
-def _the_line(err: str) -> str:
-    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not BAR.match(line)]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad-input")
@@ -177,14 +164,14 @@ def test_bad_input_is_one_clean_line(case: Case, inputs: Path, monkeypatch, caps
     out = inputs / "out" / case.name
     if case.patch is not None:
         monkeypatch.setattr(hdf5_output, "open", case.patch, raising=False)
-    before = _files(inputs)
+    before = files(inputs)
     argv = case.argv.replace("{in}", str(inputs / "in")).replace("{out}", str(out)).split()
     code = cli.main(argv)
-    line = _the_line(capsys.readouterr().err)
+    line = the_line(capsys.readouterr().err)
     assert code == case.code, line
     assert line.startswith("mrirobust: error: " if code == 2 else "mrirobust: interrupted"), line
     assert case.named in line, line
-    assert _files(inputs) == before
+    assert files(inputs) == before
 
 
 def _script(args: list[str], preexec: Callable[[], None]) -> subprocess.Popen:
@@ -200,7 +187,7 @@ def test_a_real_file_size_limit_under_hdf5(inputs: Path) -> None:
                     lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)))
     _, err = child.communicate(timeout=300)
     assert child.returncode == 2, err
-    assert f"{out / 'img.h5'}: file too large" in _the_line(err)
+    assert f"{out / 'img.h5'}: file too large" in the_line(err)
     assert not [p for p in out.rglob("*") if p.is_file()]
 
 
@@ -214,5 +201,5 @@ def test_a_real_ctrl_c_during_data_generation(tmp_path: Path) -> None:
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
-    assert _the_line(err) == "mrirobust: interrupted"
+    assert the_line(err) == "mrirobust: interrupted"
     assert not list(out.rglob(f"*{TEMP_SUFFIX}"))
