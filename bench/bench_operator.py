@@ -7,9 +7,6 @@ Prints one line: median seconds per forward+adjoint for both, single thread and 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import sigpy as sp
@@ -17,20 +14,9 @@ import sigpy.mri
 import torch
 
 from mrirobust.physics.operator import MultiCoilOperator
+from timing import median_time  # bench/timing.py
 
 COILS, H, W = 15, 640, 368
-
-
-def median_time(step: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    step()  # warm-up: plans, allocations
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

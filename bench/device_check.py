@@ -50,6 +50,7 @@ from mrirobust.physics.operator import MultiCoilOperator
 from mrirobust.robustness.attack_settings import PgdSettings
 from mrirobust.robustness.attacks import pgd
 from mrirobust.robustness.features import heatmap_boxes, insert_features
+from timing import median_time  # bench/timing.py
 
 
 @dataclass(frozen=True)
@@ -174,16 +175,7 @@ def run_agreement(data: Data, device: torch.device) -> dict[str, Any]:
 
 def seconds(step: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
     """Median wall time of `step` after one warm-up, synchronising the device around each run."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    step()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median_time(step, repeats, torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
 
 
 def run_timings(data: Data, sizes: Sizes, device: torch.device) -> dict[str, Any]:
