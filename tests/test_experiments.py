@@ -143,6 +143,17 @@ def test_nested_attack_settings_are_typed():
     assert parse(AttackSpec, {"data": "d", "eps": [2.0], "allow_large_eps": True}, where).eps == (2.0,)
 
 
+def test_to_mapping_is_the_inverse_of_parse():
+    from mrirobust.experiments.spec import to_mapping
+    from mrirobust.physics.masks import MaskSpec
+
+    spec = parse(AttackSpec, {"data": "d", "methods": ["a", "b"], "eps": [0.0, 0.05], "attack": {"steps": 5},
+                              "mask": {"type": "equispaced", "acceleration": [4, 8], "center_fraction": 0.08}})
+    assert spec.mask == MaskSpec("equispaced", (0.08, 0.08), (4, 8))
+    assert parse(AttackSpec, to_mapping(spec)) == spec
+    assert to_mapping(spec)["attack"] == {"steps": 5, "objective": "both"}
+
+
 def test_a_store_of_the_previous_layout_is_refused_in_one_line(data, tmp_path):
     store = tmp_path / "out" / "store"
     store.mkdir(parents=True)

@@ -160,6 +160,24 @@ def mask_mapping(spec: MaskSpec) -> dict[str, Any]:
             "center_fraction": list(spec.center_fractions)}
 
 
+def to_mapping(spec: Any) -> dict[str, Any]:
+    """The YAML form of a spec (the inverse of `parse`): masks as `mask_mapping`, nested settings as
+    mappings of their set fields, tuples as lists; unset (None) values left out."""
+    return {name: plain for name, value in vars(spec).items() if (plain := _plain(value)) is not None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, MaskSpec):
+        return mask_mapping(value)
+    if dataclasses.is_dataclass(value):
+        return to_mapping(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    return value
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:

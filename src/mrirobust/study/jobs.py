@@ -8,7 +8,6 @@ job is found in the store and skipped, and a changed one gets a new key and runs
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ import mrirobust
 from mrirobust.data.domains import folder_identity
 from mrirobust.experiments.base import Inputs, MethodInput, experiment_type
 from mrirobust.experiments.runner import UnitCache, run_experiment
+from mrirobust.experiments.spec import to_mapping
 from mrirobust.hashing import digest
 from mrirobust.study.config import ExperimentEntry, MethodEntry, Study
 from mrirobust.workflows.prepare import Model, PrepareSettings, prepare
@@ -95,7 +95,7 @@ def _experiment_job(exp: ExperimentEntry, study: Study, out: Path, identities: d
     payload = {"kind": exp.kind, "spec": exp.spec, "data": {n: study.data[n] for n in data_labels},
                "methods": {label: _method_input(study.methods[label]) for label in labels},
                "cache": str(out / "cache"), "units": str(out / "store" / "units")}
-    settings = {f.name: _plain(getattr(exp.spec, f.name)) for f in dataclasses.fields(exp.spec)}
+    settings = to_mapping(exp.spec)
     record = {"settings": settings, "data": {n: str(study.data[n].domain.root) for n in data_labels},
               "methods": {label: study.methods[label].config for label in labels},
               "mask": (getattr(exp.spec, "mask", None) or study.data[data_labels[0]].mask).describe()}
@@ -105,14 +105,6 @@ def _experiment_job(exp: ExperimentEntry, study: Study, out: Path, identities: d
 def _file_text(path: str | None) -> str | None:
     """A file's text for a job's identity; undecodable bytes are the reader's to report, in `check`."""
     return Path(path).read_text(encoding="utf-8", errors="replace") if path else None
-
-
-def _plain(value: Any) -> Any:
-    """A spec value as YAML-friendly data (for the record and the report)."""
-    if dataclasses.is_dataclass(value):
-        return value.describe() if hasattr(value, "describe") else {k: _plain(v) for k, v in
-                                                                    dataclasses.asdict(value).items()}
-    return list(value) if isinstance(value, tuple) else value
 
 
 def with_prepared(job: Job, configs: dict[str, dict[str, Any]]) -> Job:

@@ -16,7 +16,7 @@ from typing import Any
 from mrirobust.data.domains import Domain
 from mrirobust.errors import ConfigError
 from mrirobust.experiments.base import Experiment
-from mrirobust.experiments.spec import cli_mask, from_arguments, mask_mapping
+from mrirobust.experiments.spec import cli_mask, from_arguments, mask_mapping, to_mapping
 from mrirobust.hashing import digest
 from mrirobust.methods.base import parse_spec
 from mrirobust.study.config import ExperimentEntry, Study, _data, _method
@@ -84,7 +84,7 @@ def one_experiment_study(cls: type[Experiment], args: argparse.Namespace) -> Stu
     spec = from_arguments(cls.spec_type, args, **given)
     if getattr(spec, "groups", None):
         spec = dataclasses.replace(spec, groups=_inline_groups(spec.groups))
-    raw["experiments"] = {cls.kind: {"kind": cls.kind, **{k: _plain(v) for k, v in dataclasses.asdict(spec).items()}}}
+    raw["experiments"] = {cls.kind: {"kind": cls.kind, **to_mapping(spec)}}
     if "mask" in fields:
         spec = dataclasses.replace(spec, mask=mask)
     experiment = ExperimentEntry(cls.kind, cls.kind, spec)
@@ -97,11 +97,3 @@ def _inline_groups(groups: Any) -> Any:
         raise ConfigError("--groups", "the file must map group names to lists of methods")
     return {group: [{"name": m} if isinstance(m, str) else m for m in members] if isinstance(members, list)
             else members for group, members in groups.items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
-    return value
