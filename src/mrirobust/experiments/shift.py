@@ -174,18 +174,24 @@ class Shift(Experiment):
     def evaluation_unit(self, model: Model, train_domain: Domain | None, domain: Domain) -> Unit:
         dataset = self.evaluated[domain.label]
         count = len(dataset) if self.spec.images is None else min(self.spec.images, len(dataset))
-        prepared_on = None
-        if train_domain is not None and (describe(model.config).needs_checkpoint or model.grid):
-            prepared_on = [data_identity(train_domain.dataset(s, required=True)) for s in ("train", "val")]
+        trained = describe(model.config).needs_checkpoint
+        prepared = train_domain is not None and (trained or bool(model.grid))
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],
-                    "train": self.train_config.__dict__ if describe(model.config).needs_checkpoint else None,
-                    "prepared_on": prepared_on, "data": data_identity(dataset),
-                    "slices": [slice_id(dataset.index[i]) for i in range(count)], "mask": self.mask().describe(),
-                    "resolution_fix": fix, "version": mrirobust.__version__}
+                    "train": self.train_config.__dict__ if trained else None,
+                    "prepared_on": self.split_identity(train_domain) if prepared else None,
+                    "data": data_identity(dataset), "slices": [slice_id(dataset.index[i]) for i in range(count)],
+                    "mask": self.mask().describe(), "resolution_fix": fix, "version": mrirobust.__version__}
         trained_on = train_domain.label if train_domain is not None else "-"
         name = f"{model.label}-{trained_on}-on-{domain.label}"
         return Unit(name, identity, (model, train_domain, domain, count, fix))
+
+    def split_identity(self, domain: Domain) -> list:
+        """The identity of a training domain's train and val splits, read once per domain."""
+        found = self.__dict__.setdefault("_split_identities", {})
+        if domain.label not in found:
+            found[domain.label] = [data_identity(domain.dataset(s, required=True)) for s in ("train", "val")]
+        return found[domain.label]
 
     def units(self) -> list[Unit]:
         return [self.evaluation_unit(model, train_domain, domain)
