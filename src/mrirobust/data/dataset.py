@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mrirobust.atomic import atomic_path
 from mrirobust.data import fastmri
 from mrirobust.data.fastmri import VolumeInfo
 from mrirobust.data.sample import Sample
-from mrirobust.atomic import atomic_path
 from mrirobust.errors import ConfigError, DataError, ShapeError
 from mrirobust.physics.masks import stack_masks
 
@@ -220,15 +220,6 @@ def describe(root: Root, cache: str | Path | bool | None = None) -> dict[str, An
 
 
 # --- batching ------------------------------------------------------------------------------------
-
-def first_samples(data: str | Path | Sequence[Sample], images: int) -> list[Sample]:
-    """The first `images` slices of a folder (read as a SliceDataset) or of a sequence of samples."""
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError("--images", f"{images!r} must be an integer >= 1")
-    if isinstance(data, (str, Path)):
-        data = SliceDataset(data)
-    return [data[i] for i in range(min(images, len(data)))]
-
 
 def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     """Stack same-shaped Samples into a batch dict for a DataLoader (`collate_fn=collate_samples`).

@@ -10,7 +10,7 @@ from mrirobust import schema
 from mrirobust.evaluate import summarise
 from mrirobust.report.figures import example_grid
 from mrirobust.report.registry import KindReport, Table, register
-from mrirobust.report.tables import format_table
+from mrirobust.results import format_summary
 
 CAPTIONS = {
     "example": "Example reconstructions of the first slice: the target and each method's reconstruction (top, "
@@ -39,8 +39,7 @@ def tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
 
 
 def text(rows: Sequence[Mapping[str, Any]], artefacts: Mapping[str, Any]) -> str:
-    title, header, body = summary_table(rows)
-    return f"{title}\n{format_table(header, body)}"
+    return format_summary(summarise(rows))
 
 
 register(["recon"], KindReport(figures, tables, text, CAPTIONS))
