@@ -119,7 +119,7 @@ class Experiment:
 
 
 _KINDS: dict[str, type[Experiment]] = {}
-_BUILTIN = ("recon", "attack", "features", "shift", "perturb")
+_BUILTIN = ("recon", "attack", "features", "shift", "perturb", "remedy")
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:

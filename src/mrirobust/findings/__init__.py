@@ -5,7 +5,7 @@ summarises cannot disagree) and below study/, which reads the store, calls `asse
 findings.json; the report receives the verdicts as plain dicts through its ReportSource.
 
     from mrirobust.findings import JobRows, assess
-    verdicts = assess([JobRows("attack", "attack", rows)])   # -> [Verdict] for A1..F2, P1
+    verdicts = assess([JobRows("attack", "attack", rows)])   # -> [Verdict] for A1..F2, P1, R1, R2
     print("\n".join(v.line() for v in verdicts))
 """
 
@@ -19,6 +19,7 @@ import mrirobust
 from mrirobust.findings import attack_claims as attack
 from mrirobust.findings import feature_claims as feature
 from mrirobust.findings import perturb_claims as perturb
+from mrirobust.findings import remedy_claims as remedy
 from mrirobust.findings import shift_claims as shift
 from mrirobust.findings.verdicts import FAILS, HOLDS, INCONCLUSIVE, Rules, Verdict, missing
 
@@ -35,9 +36,10 @@ class JobRows:
     artefacts: Callable[[], Mapping[str, Any]] = field(default=dict)
 
 
-Decide = Callable[[JobRows, Rules], Verdict]
+Decide = Callable[[JobRows, Rules], Verdict | None]
 
-# claim -> (the experiment kind it is decided from, its statement, how it is decided)
+# claim -> (the experiment kind it is decided from, its statement, how it is decided; None: this
+# experiment of the kind does not decide it, e.g. a remedy experiment against a shift and R2)
 CLAIMS: dict[str, tuple[str, str, Decide]] = {
     "A1": ("attack", attack.A1, lambda job, rules: attack.own_attack_margin(job.rows, rules)),
     "A2": ("attack", attack.A2, lambda job, rules: attack.adversarial_vs_random(job.rows, rules)),
@@ -48,6 +50,8 @@ CLAIMS: dict[str, tuple[str, str, Decide]] = {
     "F1": ("heatmap", feature.F1, lambda job, rules: feature.location_dependence(job.rows, rules)),
     "F2": ("annotated", feature.F2, lambda job, rules: feature.box_ranking(job.rows, rules)),
     "P1": ("perturb", perturb.P1, lambda job, rules: perturb.fastest_degradation(job.rows, rules)),
+    "R1": ("remedy", remedy.R1, lambda job, rules: remedy.gap_closed(job.rows, rules)),
+    "R2": ("remedy", remedy.R2, lambda job, rules: remedy.smaller_loss(job.rows, rules)),
 }
 
 
@@ -57,15 +61,17 @@ def assess(jobs: Sequence[JobRows], rules: Rules = Rules()) -> list[Verdict]:
     verdicts = []
     for claim, (kind, statement, decide) in CLAIMS.items():
         mine = [job for job in jobs if job.kind == kind and job.rows]
+        decided = [(job, verdict) for job in mine if (verdict := _decided(claim, statement, decide, job, rules))]
         if not mine:
             verdicts.append(missing(claim, statement, "", f"no finished {kind} experiment in the study"))
-        for job in mine:
-            verdict = _decided(claim, statement, decide, job, rules)
-            verdicts.append(replace(verdict, experiment=job.name) if len(mine) > 1 else verdict)
+        elif not decided:
+            verdicts.append(missing(claim, statement, "", f"no {kind} experiment of the study measures it"))
+        for job, verdict in decided:
+            verdicts.append(replace(verdict, experiment=job.name) if len(decided) > 1 else verdict)
     return verdicts
 
 
-def _decided(claim: str, statement: str, decide: Decide, job: JobRows, rules: Rules) -> Verdict:
+def _decided(claim: str, statement: str, decide: Decide, job: JobRows, rules: Rules) -> Verdict | None:
     try:
         return decide(job, rules)
     except KeyError as error:  # rows of an older layout: the claim cannot be read from them

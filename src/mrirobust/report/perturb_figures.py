@@ -76,8 +76,8 @@ def curve(rows: Sequence[Mapping[str, Any]], kind: str, method: str, metric: str
     return np.array(severities), mean, low, high, images
 
 
-def curves_figure(rows: Sequence[Mapping[str, Any]], metric: str, path: Path) -> Path:
-    """One panel per perturbation kind: `metric` vs severity for every method, 95% CI bands."""
+def curves_figure(rows: Sequence[Mapping[str, Any]], metric: str, path: Path, xlabel: str = "severity") -> Path:
+    """One panel per perturbation kind: `metric` vs severity (`xlabel`) for every method, 95% CI bands."""
     kinds, methods = _labels(rows, "perturbation"), _labels(rows, schema.METHOD)
     columns = min(4, len(kinds))
     nrows = -(-len(kinds) // columns)
@@ -91,7 +91,7 @@ def curves_figure(rows: Sequence[Mapping[str, Any]], metric: str, path: Path) ->
             ax.plot(severity, mean, "-o", color=color, markersize=3, label=method)
             ax.fill_between(severity, low, high, color=color, alpha=0.2, linewidth=0)
         ax.set_title(f"{kind} (n = {count} images)")
-        ax.set_xlabel("severity")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(kinds):]:
         ax.axis("off")

@@ -28,7 +28,8 @@ class KindReport:
 
 
 _REPORTS: dict[str, KindReport] = {}
-_BUILTIN = ("recon_figures", "adversarial_figures", "feature_figures", "shift_figures", "perturb_figures")
+_BUILTIN = ("recon_figures", "adversarial_figures", "feature_figures", "shift_figures", "perturb_figures",
+            "remedy_figures")
 
 
 def register(kinds: Sequence[str], report: KindReport) -> None:
