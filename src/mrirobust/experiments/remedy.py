@@ -121,8 +121,12 @@ class ShiftGap(AnatomyShift):
     def units(self) -> list[Unit]:
         (source, _), (target, _) = self.directions()
         standard = [u for u in super().units() if u.work[2].label == target.label]
-        remedies = [self.evaluation_unit(Model(label, REMEDY, dict(self.inputs.method(label, "remedies").config)),
-                                         None, target) for label in self.remedies]
+        fix = self.fixes[source.label][target.label]  # P's readout length for a VarNet remedy on Q
+        remedies = []
+        for label in self.remedies:
+            model = Model(label, REMEDY, dict(self.inputs.method(label, "remedies").config))
+            unit = self.evaluation_unit(model, None, target)
+            remedies.append(Unit(unit.name, {**unit.identity, "resolution_fix": fix}, (*unit.work[:4], fix)))
         return standard + remedies
 
 
@@ -205,12 +209,14 @@ class Remedy(Experiment):
         return {**row, **tags}
 
     def cost(self, label: str) -> UnitResult:
-        """Seconds per slice of `label`'s reconstruction of the first batch, on the experiment's device."""
+        """Seconds per slice of `label`'s reconstruction of the first batch, on the experiment's device,
+        after one slice untimed (lazy device set-up, kernel selection)."""
         method, dataset, mask = self.timed(label)
         if getattr(method, "model", None) is not None:
             method.model.eval()
         samples = [dataset[i] for i in range(min(self.spec.images, len(dataset)))]
         batch = Batch.load(next(batches(samples, self.spec.batch_size)), mask, self.inputs.device)
+        Batch.load(batch.samples[:1], mask, self.inputs.device).reconstruct(method)  # first-call set-up untimed
         synchronise(batch.full)
         began = time.perf_counter()
         batch.reconstruct(method)
