@@ -58,7 +58,7 @@ def test_remedy_against_shift_attack_and_perturbation_through_the_study(data, tm
                      "data": "knee", "eps": [0, 0.05], "images": 3, "attack": {"steps": 3}},
         "moved": {"kind": "remedy", "against": "perturb", "standard": "zero-filled", "remedies": ["sense"],
                   "data": "knee", "kinds": ["noise", "sampling"], "images": 3}}
-    out = run_study(_study(data, **experiments), tmp_path / "out", progress=False, report=True)
+    out = run_study(_study(data, **experiments), tmp_path / "out", device="cpu", progress=False, report=True)
     rows = _rows(out)
     # shift: the standard trained on P (knee) and on Q (brain), the remedy, each on the 3 target images
     gap = R.quality(rows["gap"])
@@ -168,3 +168,11 @@ def test_bad_specs_are_named():
         parse(RemedySpec, {"standard": "unet", "remedies": ["t"], "against": "shift", "source": "knee"}, where)
     with pytest.raises(ConfigError, match="experiments.r.eps"):
         parse(RemedySpec, {"standard": "unet", "remedies": ["t"], "data": "knee", "eps": [2.0]}, where)
+
+
+def test_a_standard_without_a_target_version_is_refused_before_compute(data, tmp_path):
+    experiment = {"kind": "remedy", "against": "shift", "standard": "zero-filled", "remedies": ["sense"],
+                  "source": "knee", "target": "brain"}
+    with pytest.raises(ConfigError, match="experiments.gap.standard: 'zero-filled' is neither trained nor tuned"):
+        run_study(_study(data, gap=experiment), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "store").exists()
