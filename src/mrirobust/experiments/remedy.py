@@ -236,6 +236,9 @@ class Remedy(Experiment):
         (source, _), (target, _) = shift.directions()
         config = (prepare(shift.models[0], source, shift.settings()).config if label == self.spec.standard
                   else self.inputs.method(label, "remedies").config)
+        fix = shift.fixes[source.label][target.label]
+        if fix is not None and "resolution_fix" in describe(config).settings:
+            config = {"resolution_fix": fix, **config}  # as the evaluation on Q (experiments.shift)
         return build(config), shift.evaluated[target.label], shift.mask()
 
     def finish(self, results: list[UnitResult]) -> UnitResult:
