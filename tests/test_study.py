@@ -173,7 +173,7 @@ def test_study_runs_once_then_only_what_changed(data, tmp_path, monkeypatch, cap
     assert all(f'src="figures/{f.name}"' in index.read_text() for f in figures)
     findings = json.loads((out / "findings.json").read_text())  # written by the runner, read by the report
     claims = [v["claim"] for v in findings["verdicts"]]
-    assert claims == ["A1", "A2", "A3", "S1", "S2", "S3", "F1", "F2", "P1"]
+    assert claims == ["A1", "A2", "A3", "S1", "S2", "S3", "F1", "F2", "P1", "R1", "R2"]
     assert all(v["verdict"] in ("holds", "fails", "inconclusive") for v in findings["verdicts"])
     assert "no finished dataset_shift" in findings["verdicts"][3]["line"]
     page = index.read_text()

@@ -22,7 +22,7 @@ from mrirobust.findings.verdicts import (
 )
 from mrirobust.robustness import remedy_analysis as R
 
-R1 = "each remedy closes part of the standard method's distribution-shift gap"
+R1 = "each remedy closes part of the distribution-shift gap of the standard method"
 R1_RULE = ("per remedy: the fraction of the standard's SSIM gap it closes, (remedy P->Q - standard P->Q) / "
            "(standard Q->Q - standard P->Q), means over the same target images, paired CI over images; holds if "
            "its CI lies above 0 for every remedy, fails if below 0 for one; inconclusive where the standard's gap "
@@ -41,8 +41,7 @@ def gap_closed(rows: Rows, rules: Rules = Rules()) -> Verdict | None:
     if not shifted:
         return None if R.quality(rows) else missing("R1", R1, R1_RULE, "no successful rows")
     metric = schema.ssim_column(shifted)
-    domains = next((f"{r['trained_on']}->{r['evaluated_on']}" for r in shifted
-                    if r["role"] == R.STANDARD and r["condition"] == R.SHIFTED), "the")
+    domains = R.shift_name(shifted)
     items = []
     for remedy in R.remedies(shifted):
         matrix = R.paired(shifted, R.gap_arms(remedy), metric)

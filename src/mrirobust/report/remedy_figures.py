@@ -34,6 +34,7 @@ from mrirobust.robustness.remedy_analysis import (
     remedies,
     second_minus_first,
     shift_gap,
+    shift_name,
     standard,
     threats,
 )
@@ -127,7 +128,7 @@ def gap_figure(rows: Sequence[Mapping[str, Any]], metric: str, path: Path) -> Pa
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axhline(1, color="grey", linewidth=0.8, linestyle="--")
     ax.set_ylabel("fraction of the shift gap closed")
-    ax.set_title(f"{metric}: gap of {standard(rows)} closed")
+    ax.set_title(f"{metric}: {shift_name(quality(rows))} gap of {standard(rows)} closed")
     return save_figure(fig, path)
 
 

@@ -57,6 +57,12 @@ def standard(rows: Rows) -> str:
     return next(r["standard"] for r in rows)
 
 
+def shift_name(rows: Rows) -> str:
+    """`P->Q` of a shift's rows (from the standard trained on P); "the" where there is none."""
+    return next((f"{r['trained_on']}->{r['evaluated_on']}" for r in rows
+                 if r["role"] == STANDARD and r.get("condition") == SHIFTED), "the")
+
+
 def paired(rows: Rows, arms: Sequence[Arm], metric: str) -> np.ndarray:
     """(images, arms): `metric` of each image in each arm; images lacking an arm dropped."""
     found: dict[Any, dict[int, float]] = {}
