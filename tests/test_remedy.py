@@ -85,6 +85,8 @@ def test_remedy_against_shift_attack_and_perturbation_through_the_study(data, tm
     claims = [(v["claim"], v["experiment"]) for v in findings if v["claim"] in ("R1", "R2")]
     assert claims == [("R1", ""), ("R2", "attacked"), ("R2", "moved")]
     assert all(v["headline"]["n"] == 3 for v in findings if v["claim"] in ("R1", "R2"))
+    assert all(set(v["numbers"]["test seconds per slice"]) == {"zero-filled", "sense"}
+               for v in findings if v["claim"] == "R2")
     page = (out / "report" / "index.html").read_text()
     figures = sorted(p.name for p in (out / "report" / "figures").glob("*remedy*.png"))
     assert len([f for f in figures if f.endswith("remedy_gap.png")]) == 1

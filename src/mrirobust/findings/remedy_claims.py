@@ -52,7 +52,7 @@ def gap_closed(rows: Rows, rules: Rules = Rules()) -> Verdict | None:
             closed = Item(closed.what, INCONCLUSIVE, closed.estimate, closed.low, closed.high, closed.n,
                           note=f"no gap to close: the standard's SSIM gap is {gap_text}")
         items.append(closed)
-    return combine("R1", R1, R1_RULE, items)
+    return combine("R1", R1, R1_RULE, items, numbers=_seconds(rows))
 
 
 def smaller_loss(rows: Rows, rules: Rules = Rules()) -> Verdict | None:
@@ -70,4 +70,9 @@ def smaller_loss(rows: Rows, rules: Rules = Rules()) -> Verdict | None:
             matrix = R.paired(ok, [R.level_arm(threat, level, remedy), R.level_arm(threat, level, standard)], loss)
             what = f"{threat} at {level:g}: {standard}'s SSIM loss - {remedy}'s"
             items.append(bootstrap_item(what, [matrix], R.second_minus_first, rules))
-    return combine("R2", R2, R2_RULE, items)
+    return combine("R2", R2, R2_RULE, items, numbers=_seconds(rows))
+
+
+def _seconds(rows: Rows) -> dict[str, dict[str, float]]:
+    """Each method's test-time cost, shown with the verdict next to the gain."""
+    return {"test seconds per slice": {r[schema.METHOD]: r["seconds_per_slice"] for r in R.costs(rows)}}

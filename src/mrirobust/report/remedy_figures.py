@@ -52,6 +52,7 @@ CAPTIONS = {
                           "title).",
 }
 NOT_RECORDED = "not recorded"  # the trainer stores no training time with a prepared model
+COST_HEADER = "test time / slice (x standard)"
 
 
 def _metric(rows: Sequence[Mapping[str, Any]], family: str) -> str | None:
@@ -63,6 +64,15 @@ def _fmt(e: Estimate, digits: int = 4) -> str:
     if not math.isfinite(e.low):
         return f"{e.value:.{digits}f} (n {e.n}: no CI)"
     return f"{e.value:.{digits}f} [{e.low:.{digits}f}, {e.high:.{digits}f}]"
+
+
+def _cost(rows: Sequence[Mapping[str, Any]], remedy: str) -> str:
+    """The remedy's test-time seconds per slice and its ratio to the standard's (same run)."""
+    seconds = {r[schema.METHOD]: r["seconds_per_slice"] for r in costs(rows)}
+    mine, base = seconds.get(remedy), seconds.get(standard(rows))
+    if mine is None:
+        return NOT_RECORDED
+    return f"{mine:.3g} s ({mine / base:.3g}x)" if base else f"{mine:.3g} s"
 
 
 def gaps(rows: Sequence[Mapping[str, Any]], metric: str) -> list[tuple[str, np.ndarray, Estimate, Estimate]]:
@@ -80,10 +90,11 @@ def gap_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | None:
     if not found:
         return None
     body = [[remedy, closed.n, *(f"{v:.4f}" for v in (matrix.mean(axis=0) if len(matrix) else [math.nan] * 3)),
-             _fmt(gap), _fmt(closed, 3)] for remedy, matrix, gap, closed in found]
+             _fmt(gap), _fmt(closed, 3), _cost(rows, remedy)] for remedy, matrix, gap, closed in found]
     return (f"Shift gap closed ({metric}; means over the same target images; [95% paired bootstrap CI]; n = "
             f"images; standard: {standard(rows)})",
-            ["remedy", "n", "standard P->Q", "standard Q->Q", "remedy P->Q", "gap Q->Q - P->Q", "gap closed"], body)
+            ["remedy", "n", "standard P->Q", "standard Q->Q", "remedy P->Q", "gap Q->Q - P->Q", "gap closed",
+             COST_HEADER], body)
 
 
 def gain_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | None:
@@ -96,13 +107,13 @@ def gain_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | None:
                 matrix = paired(ok, arms, metric)
                 means = matrix.mean(axis=0) if len(matrix) else [math.nan] * 2
                 body.append([threat, f"{level:g}", remedy, len(matrix), f"{means[0]:.4f}", f"{means[1]:.4f}",
-                             _fmt(estimate(matrix, second_minus_first))])
+                             _fmt(estimate(matrix, second_minus_first)), _cost(rows, remedy)])
     if not body:
         return None
     level = "eps" if threats(ok)[0][0] == ATTACK else "severity"
     return (f"Gain of each remedy over {standard(ok)} in {metric} (remedy - standard, each under its own attack "
             f"or the same perturbation draws; [95% paired bootstrap CI]; n = images)",
-            ["threat", level, "remedy", "n", "standard", "remedy", "gain"], body)
+            ["threat", level, "remedy", "n", "standard", "remedy", "gain", COST_HEADER], body)
 
 
 def cost_table(rows: Sequence[Mapping[str, Any]]) -> Table | None:
