@@ -13,7 +13,13 @@ from mrirobust.errors import ConfigError
 from mrirobust.hashing import digest
 from mrirobust.physics.l2ball import ball_radius, measurement_noise, norms
 from mrirobust.physics.masks import MaskSpec
-from mrirobust.workflows.train import ROBUSTNESS_OFF, TrainConfig, adversarial_perturbation, run_identity, train
+from mrirobust.workflows.train import (
+    ROBUSTNESS_OFF,
+    TrainConfig,
+    adversarial_perturbation,
+    run_identity,
+    train,
+)
 from tests.test_train import TINY, TinyTrained, _weights, config, data, root  # noqa: F401 (fixtures)
 
 NEW_FIELDS = ("jitter", "adversarial", "adversarial_steps")
@@ -23,8 +29,8 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_zero_jitter_and_zero_adversarial_reproduce_standard_training_bit_for_bit(data, tmp_path):
-    train_set, val_set = data
+def test_zero_jitter_and_zero_adversarial_reproduce_standard_training_bit_for_bit(data, tmp_path):  # noqa: F811
+    train_set, _ = data
     runs = {"standard": config(epochs=1), "jitter0": config(epochs=1, jitter=0.0),
             "adversarial0": config(epochs=1, adversarial=0.0, adversarial_steps=7),
             "jitter": config(epochs=1, jitter=0.05), "adversarial": config(epochs=1, adversarial=0.05)}
@@ -60,7 +66,7 @@ def test_measurement_noise_has_norm_sigma_times_y_on_the_measured_locations():
     assert torch.equal(measurement_noise(kspace, mask, sigma, torch.Generator().manual_seed(0)), other)
 
 
-def test_jittered_samples_are_seeded_per_seed_epoch_slice(data):
+def test_jittered_samples_are_seeded_per_seed_epoch_slice(data):  # noqa: F811
     from mrirobust.workflows.train import _MaskedSlices
 
     train_set, _ = data
@@ -76,7 +82,7 @@ def test_jittered_samples_are_seeded_per_seed_epoch_slice(data):
     assert not torch.equal(jittered[0].kspace - clean[0].kspace, noise)
 
 
-def test_adversarial_perturbation_keeps_its_budget_exactly_and_raises_the_loss(data):
+def test_adversarial_perturbation_keeps_its_budget_exactly_and_raises_the_loss(data):  # noqa: F811
     train_set, _ = data
     torch.manual_seed(0)
     method = TinyTrained()
@@ -100,7 +106,7 @@ def test_adversarial_perturbation_keeps_its_budget_exactly_and_raises_the_loss(d
             assert float(loss_of(kspace + z)) > float(loss_of(kspace))
 
 
-def test_resumed_jittered_adversarial_run_gives_the_weights_of_an_uninterrupted_one(data, tmp_path):
+def test_resumed_jittered_adversarial_run_gives_the_weights_of_an_uninterrupted_one(data, tmp_path):  # noqa: F811
     train_set, val_set = data
     settings = {"jitter": 0.05, "adversarial": 0.03, "adversarial_steps": 2}
     train(TINY, train_set, val_set, tmp_path / "straight", config(epochs=3, **settings))
@@ -111,8 +117,8 @@ def test_resumed_jittered_adversarial_run_gives_the_weights_of_an_uninterrupted_
         train(TINY, train_set, val_set, tmp_path / "resumed", config(epochs=4, adversarial=0.03, adversarial_steps=2))
 
 
-def test_checkpoint_from_before_the_settings_resumes(data, tmp_path):
-    train_set, val_set = data
+def test_checkpoint_from_before_the_settings_resumes(data, tmp_path):  # noqa: F811
+    train_set, _ = data
     result = train(TINY, train_set, None, tmp_path, config(epochs=1))
     state = torch.load(result.last, weights_only=True)
     state["train_config"] = {k: v for k, v in state["train_config"].items() if k not in NEW_FIELDS}

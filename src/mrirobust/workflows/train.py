@@ -33,17 +33,23 @@ from tqdm import tqdm
 
 from mrirobust import schema
 from mrirobust.atomic import atomic_path
-from mrirobust.hashing import digest
 from mrirobust.data.dataset import collate_samples
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.evaluate import evaluate
+from mrirobust.hashing import digest
 from mrirobust.methods.base import MethodInfo, build, describe
 from mrirobust.methods.settings import at_least, checked_settings, one_of
 from mrirobust.methods.unet import check_state_dict, load_checkpoint
 from mrirobust.metrics import ssim
 from mrirobust.physics.fft import center_crop
-from mrirobust.physics.l2ball import ball_radius, ball_step, fit_to_ball, measurement_noise, per_slice
+from mrirobust.physics.l2ball import (
+    ball_radius,
+    ball_step,
+    fit_to_ball,
+    measurement_noise,
+    per_slice,
+)
 from mrirobust.physics.masks import MASK_KINDS, MaskSpec
 
 LOSSES = ("l1", "ssim")
@@ -102,8 +108,7 @@ class TrainConfig:
     def check(cls, settings: Mapping[str, Any]) -> None:
         """Ranges (called by `checked_settings`)."""
         at_least(settings, 1, "epochs", "batch_size", "lr_step", "acceleration", "max_train_slices",
-                 "max_val_slices")
-        at_least(settings, 1, "adversarial_steps")
+                 "max_val_slices", "adversarial_steps")
         at_least(settings, 0, "weight_decay", "num_workers")
         for name in ROBUSTNESS_OFF:
             if not (math.isfinite(settings[name]) and settings[name] >= 0):
@@ -118,7 +123,7 @@ class TrainConfig:
             if settings[name] is not None:
                 one_of(settings, name, choices)
 
-    def resolved(self, method: MethodInfo | Any) -> "TrainConfig":
+    def resolved(self, method: MethodInfo | Any) -> TrainConfig:
         """This config with the method's `train_defaults` (a MethodInfo's or a method's) filled in."""
         defaults = {**FALLBACK_DEFAULTS, **(getattr(method, "train_defaults", {}) or {})}
         values = asdict(self)
@@ -192,6 +197,26 @@ def adversarial_perturbation(loss_of: Callable[[torch.Tensor], torch.Tensor], ks
         (grad,) = torch.autograd.grad(loss_of(kspace + scale * u), u)
         u = ball_step(u.detach(), grad, 1.0, ones, mask)
     return fit_to_ball(scale * u, kspace, None, eps, mask)
+
+
+def _batch_loss(method: Any, modules: tuple[torch.nn.Module, torch.nn.Module], batch: Mapping[str, Any],
+                loss_fn: Callable[..., torch.Tensor], config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The training loss of one batch through `modules[0]` (the trained module or its DDP wrapper),
+    on y + z with z from `adversarial_perturbation` when `config.adversarial` is on; the attack's
+    passes take input gradients only, through the bare module `modules[1]` (no DDP sync)."""
+    target, kspace, mask = batch["target"].to(device), batch["kspace"].to(device), batch["mask"].to(device)
+    shape, max_values = tuple(target.shape[-2:]), _max_values(batch["meta"], target)
+
+    def loss_at(module: torch.nn.Module, kspace: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                            enabled=config.amp):
+            image = method.reconstruct_with(module, kspace, mask, target_shape=shape)
+        return loss_fn(center_crop(image, shape).float(), target, max_values)
+
+    if config.adversarial:
+        kspace = kspace + adversarial_perturbation(lambda k: loss_at(modules[1], k), kspace, mask,
+                                                   config.adversarial, config.adversarial_steps)
+    return loss_at(modules[0], kspace)
 
 
 def _model(method: Any) -> torch.nn.Module:
@@ -309,19 +334,7 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress or rank)
         for step, batch in enumerate(bar):
-            target, kspace, mask = batch["target"].to(device), batch["kspace"].to(device), batch["mask"].to(device)
-            shape, max_values = tuple(target.shape[-2:]), _max_values(batch["meta"], target)
-
-            def loss_at(module: torch.nn.Module, kspace: torch.Tensor) -> torch.Tensor:
-                with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
-                                    enabled=config.amp):
-                    image = method.reconstruct_with(module, kspace, mask, target_shape=shape)
-                return loss_fn(center_crop(image, shape).float(), target, max_values)
-
-            if config.adversarial:  # input gradients only, through the bare module: no DDP sync
-                kspace = kspace + adversarial_perturbation(lambda k: loss_at(model, k), kspace, mask,
-                                                           config.adversarial, config.adversarial_steps)
-            loss = loss_at(trained, kspace)
+            loss = _batch_loss(method, (trained, model), batch, loss_fn, config, device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
