@@ -301,10 +301,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-slices", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jitter", type=FINITE, default=0.0, metavar="SIGMA",
-                   help="Gaussian noise on the measurements, E||z|| ~ SIGMA ||y|| (0: off)")
+                   help="Gaussian noise z on the measurements, E||z||^2 = (SIGMA ||y||)^2 per slice (0: off)")
     p.add_argument("--adversarial", type=FINITE, default=0.0, metavar="EPS",
                    help="train on PGD perturbations ||z|| <= EPS ||y|| of the loss (0: off)")
-    p.add_argument("--adversarial-steps", type=int, default=3, help="PGD steps per batch (with --adversarial)")
+    p.add_argument("--adversarial-steps", type=int, default=3, metavar="N", help="PGD steps per batch (with --adversarial)")
     _add_recon_options(p, count=int)
     p.set_defaults(run=cmd_train, batch_size=1)
 
