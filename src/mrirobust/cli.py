@@ -114,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
         acceleration=args.acceleration, center_fraction=args.center_fraction, mask_type=args.mask_type,
         seed=args.seed, device=args.device, amp=args.amp, num_workers=args.workers,
-        max_train_slices=args.max_slices, max_val_slices=args.max_slices,
+        max_train_slices=args.max_slices, max_val_slices=args.max_slices, jitter=args.jitter,
+        adversarial=args.adversarial, adversarial_steps=args.adversarial_steps,
     )
     data = SliceDataset(args.data, slices=args.slices)
     val = SliceDataset(args.val, slices=args.slices) if args.val else None
@@ -299,6 +300,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", default=None)
     p.add_argument("--max-slices", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jitter", type=FINITE, default=0.0, metavar="SIGMA",
+                   help="Gaussian noise z on the measurements, E||z||^2 = (SIGMA ||y||)^2 per slice (0: off)")
+    p.add_argument("--adversarial", type=FINITE, default=0.0, metavar="EPS",
+                   help="train on PGD perturbations ||z|| <= EPS ||y|| of the loss (0: off)")
+    p.add_argument("--adversarial-steps", type=int, default=3, metavar="N", help="PGD steps per batch (with --adversarial)")
     _add_recon_options(p, count=int)
     p.set_defaults(run=cmd_train, batch_size=1)
 

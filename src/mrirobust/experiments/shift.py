@@ -178,7 +178,7 @@ class Shift(Experiment):
         prepared = train_domain is not None and (trained or bool(model.grid))
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],
-                    "train": self.train_config.__dict__ if trained else None,
+                    "train": self.train_config.identity() if trained else None,
                     "prepared_on": self.split_identity(train_domain) if prepared else None,
                     "data": data_identity(dataset), "slices": [slice_id(dataset.index[i]) for i in range(count)],
                     "mask": self.mask().describe(), "resolution_fix": fix, "version": mrirobust.__version__}

@@ -30,6 +30,7 @@ import torch
 
 from mrirobust.errors import ConfigError
 from mrirobust.methods.base import checked_reconstruct
+from mrirobust.physics.l2ball import ball_radius, ball_step, clip_to_ball, fit_to_ball, norms, per_slice, unit
 from mrirobust.physics.masks import check_mask
 from mrirobust.robustness.attack_settings import PgdSettings, Scope, TwoStepSettings, attack_objective, split_settings
 
@@ -76,79 +77,18 @@ def check_eps(eps: Any) -> float:
     return float(eps)
 
 
-def _norms(t: torch.Tensor) -> torch.Tensor:
-    """l2 norm of every batch element, shape (B,)."""
-    return torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)))
-
-
-def _per_slice(values: torch.Tensor, ndim: int) -> torch.Tensor:
-    return values.reshape(-1, *[1] * (ndim - 1))
-
-
-def _clip(z: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Projection onto {z = 0 off the mask, ||z|| <= radius} per slice for the iterates (which live
-    in units of the radius); what an attack returns goes through `_fit`."""
-    z = torch.where(mask, z, torch.zeros((), dtype=z.dtype, device=z.device))
-    norm = _norms(z)
-    factor = torch.where(norm > radius, radius / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.ones_like(norm))
-    return z * _per_slice(factor, z.ndim)
-
-
-def _radius(kspace: torch.Tensor, reference: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """eps ||reference|| per slice as the output dtype computes it."""
-    return eps * _norms(kspace if reference is None else reference).to(kspace.real.dtype)
-
-
-# Relative shrinks tried in turn on the slices whose rounded z still has a norm above the radius.
-_SHRINKS = tuple(2.0**-k for k in range(23, 9, -2))  # 2^-23 .. 2^-11
-
-
-def _fit(z: torch.Tensor, kspace: torch.Tensor, reference: torch.Tensor | None, eps: float,
-         mask: torch.Tensor, *, sphere: bool = False) -> torch.Tensor:
-    """z zeroed off the mask and scaled into the ball ||z|| <= eps ||ref|| (onto its sphere if `sphere`).
-
-    The budget holds exactly as computed both in float64 and in z's own dtype (float32 for
-    complex64): the scale is computed in float64, and a slice whose rounded result still has a
-    norm above the radius (rounding of the elements or of the float32 norm) is shrunk by a few ulps
-    until it fits; a slice that never fits (none seen) would become zero.
-    """
-    ref = kspace if reference is None else reference
-    radius64, radius = eps * _norms(ref.to(torch.complex128)), _radius(kspace, reference, eps)
-    wide = torch.where(mask, z, torch.zeros((), dtype=z.dtype, device=z.device)).to(torch.complex128)
-    norm = _norms(wide)
-    factor = torch.where(norm > 0, torch.minimum(radius64, radius.to(torch.float64)) / norm, torch.zeros_like(norm))
-    factor = factor if sphere else factor.clamp_max(1.0)
-
-    def scaled(factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = (wide * _per_slice(factor, wide.ndim)).to(z.dtype)
-        return out, (_norms(out.to(torch.complex128)) > radius64) | (_norms(out) > radius)
-
-    out, outside = scaled(factor)
-    for shrink in _SHRINKS:
-        if not bool(outside.any()):
-            return out
-        factor = torch.where(outside, factor * (1 - shrink), factor)
-        out, outside = scaled(factor)
-    return torch.where(_per_slice(outside, out.ndim), torch.zeros((), dtype=out.dtype, device=out.device), out)
-
-
 def project(z: torch.Tensor, reference: torch.Tensor, eps: float, mask: torch.Tensor) -> torch.Tensor:
     """The projection of z (B, C, H, W) onto {z = 0 off the mask, ||z|| <= eps ||reference||}, the
-    budget holding exactly (see `_fit`)."""
+    budget holding exactly (see `fit_to_ball`)."""
     eps = check_eps(eps)
     mask = check_mask(mask, z.shape).to(z.device)
-    return _fit(z, z, reference, eps, mask)
-
-
-def _unit(t: torch.Tensor) -> torch.Tensor:
-    """t / ||t|| per slice; a zero slice stays zero."""
-    return t / _per_slice(_norms(t).clamp_min(torch.finfo(t.real.dtype).tiny), t.ndim)
+    return fit_to_ball(z, z, reference, eps, mask)
 
 
 def _gaussian_direction(kspace: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A unit-norm complex Gaussian on the sampled locations, per slice."""
     noise = torch.randn(kspace.shape, generator=generator, device=kspace.device, dtype=kspace.dtype)
-    return _unit(noise * mask)
+    return unit(noise * mask)
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:
@@ -162,7 +102,7 @@ def random_perturbation(
     eps = check_eps(eps)
     mask = check_mask(mask, kspace.shape).to(kspace.device)
     direction = _gaussian_direction(kspace, mask, _generator(kspace.device, seed))
-    return _fit(direction, kspace, reference, eps, mask, sphere=True)
+    return fit_to_ball(direction, kspace, reference, eps, mask, sphere=True)
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -241,8 +181,8 @@ def pgd(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, setti
         raise ConfigError("optimizer", f"choose 'l2' or 'adam', got {optimizer!r}")
     steps, restarts = _positive_int(steps, "steps", 0), _positive_int(restarts, "restarts", 1)
     mask = check_mask(mask, kspace.shape).to(kspace.device)
-    radius = _radius(kspace, reference, eps)
-    scale = _per_slice(radius, kspace.ndim)
+    radius = ball_radius(kspace, reference, eps)
+    scale = per_slice(radius, kspace.ndim)
     ones = torch.ones_like(radius)
     if optimizer == "l2":  # step length in units of the radius, per slice
         step = torch.ones_like(radius) if step_size is None \
@@ -257,7 +197,7 @@ def pgd(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, setti
     best_z, best_image = torch.zeros_like(kspace), torch.zeros_like(clean)
     for _ in range(restarts):
         start = torch.rand(radius.shape, generator=generator, device=kspace.device, dtype=radius.dtype)
-        u = (_gaussian_direction(kspace, mask, generator) * _per_slice(start, kspace.ndim)).requires_grad_()
+        u = (_gaussian_direction(kspace, mask, generator) * per_slice(start, kspace.ndim)).requires_grad_()
         if optimizer == "adam":
             adam = torch.optim.Adam([u], lr=lr, maximize=True)
             active = torch.ones_like(radius, dtype=torch.bool)
@@ -270,26 +210,26 @@ def pgd(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float, setti
             with torch.no_grad():
                 better = objective > best_obj
                 best_obj = torch.where(better, objective, best_obj)
-                best_z = torch.where(_per_slice(better, 4), scale * u, best_z)
-                best_image = torch.where(_per_slice(better, 3), image, best_image)
+                best_z = torch.where(per_slice(better, 4), scale * u, best_z)
+                best_image = torch.where(per_slice(better, 3), image, best_image)
             if it == steps:
                 break
             (grad,) = torch.autograd.grad(objective.sum(), u)
             with torch.no_grad():
                 grad = grad * mask
                 if optimizer == "l2":
-                    u.copy_(_clip(u + _per_slice(step, 4) * _unit(grad), ones, mask))
+                    u.copy_(ball_step(u, grad, step, ones, mask))
                     continue
                 previous = u.clone()
                 u.grad = grad
                 adam.step()
-                projections += active & (_norms(u * mask) > 1)
-                u.copy_(torch.where(_per_slice(active, 4), _clip(u, ones, mask), previous))
+                projections += active & (norms(u * mask) > 1)
+                u.copy_(torch.where(per_slice(active, 4), clip_to_ball(u, ones, mask), previous))
                 active &= projections <= ADAM_MAX_PROJECTIONS
-                history.append(eps * _norms(u))
+                history.append(eps * norms(u))
                 if len(history) > ADAM_WINDOW:  # the norm ratio now vs ADAM_WINDOW steps ago
                     active &= history[-1] - history.pop(0) >= ADAM_MIN_CHANGE
-    best_z = _fit(best_z.detach(), kspace, reference, eps, mask)  # moves z by a few float32 ulps at most
+    best_z = fit_to_ball(best_z.detach(), kspace, reference, eps, mask)  # moves z by a few float32 ulps at most
     return AttackResult(best_z, clean, best_image.detach(), best_obj.detach(), _label(method),
                         "pgd" if optimizer == "l2" else "pgd-adam", eps, {**asdict(settings), **scope.describe()})
 
@@ -329,8 +269,8 @@ def two_step(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
         beta = BETA_DEFAULTS[family]
     steps, clean_iters = _positive_int(steps, "steps", 1), _positive_int(clean_iters, "clean_iters", 0)
     mask = check_mask(mask, kspace.shape).to(kspace.device)
-    radius = _radius(kspace, reference, eps)
-    scale, ones = _per_slice(radius, kspace.ndim), torch.ones_like(radius)
+    radius = ball_radius(kspace, reference, eps)
+    scale, ones = per_slice(radius, kspace.ndim), torch.ones_like(radius)
     step_z = PGD_STEP_SCALE / steps if lr_z is None else lr_z
     if z_step not in ("ascent", "descent"):
         raise ConfigError("z_step", f"choose 'ascent' or 'descent', got {z_step!r}")
@@ -345,7 +285,7 @@ def two_step(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
             adam.step()
         x_star = method.attack_image(variables).detach()
         start = torch.rand(radius.shape, generator=generator, device=kspace.device, dtype=radius.dtype)
-        u = (_gaussian_direction(kspace, mask, generator) * _per_slice(start, kspace.ndim)).requires_grad_()
+        u = (_gaussian_direction(kspace, mask, generator) * per_slice(start, kspace.ndim)).requires_grad_()
         for _ in range(steps):
             adam.zero_grad(set_to_none=True)
             u.grad = None
@@ -354,8 +294,8 @@ def two_step(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
             loss.sum().backward()  # slices share no variables: the sum keeps gradients per slice
             adam.step()
             with torch.no_grad():
-                u.copy_(_clip(u + sign * step_z * _unit(u.grad * mask), ones, mask))
-    z = _fit((scale * u).detach(), kspace, reference, eps, mask)
+                u.copy_(ball_step(u, u.grad, sign * step_z, ones, mask))
+    z = fit_to_ball((scale * u).detach(), kspace, reference, eps, mask)
     result = apply_perturbation(method, kspace, mask, z, eps, attack="two-step", scope=scope, **meta)
     result.settings = {**asdict(settings), "beta": beta, "lr_z": step_z, **scope.describe()}
     return result
@@ -395,8 +335,8 @@ def worst_case_linear(
             v = v.detach().requires_grad_()
             out = apply(v)
             (grad,) = torch.autograd.grad(out, v, grad_outputs=out)
-            v = _unit(grad * mask)
-    z = _fit(v.detach(), kspace, reference, eps, mask, sphere=True)
+            v = unit(grad * mask)
+    z = fit_to_ball(v.detach(), kspace, reference, eps, mask, sphere=True)
     with torch.no_grad():
         change = apply(kspace + z) - apply(kspace)
         objective = 0.5 * change.abs().square().flatten(1).sum(dim=1)

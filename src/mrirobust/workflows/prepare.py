@@ -94,7 +94,7 @@ def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared
     if method.needs_checkpoint:
         train_set = source.dataset("train", required=True)
         val_set = source.dataset("val", required=True)
-        fixed = {k: v for k, v in asdict(train_config).items() if k not in _RUN_ONLY}
+        fixed = {k: v for k, v in train_config.identity().items() if k not in _RUN_ONLY}
         key = digest({"config": method.config(), "train": data_identity(train_set), "val": data_identity(val_set),
                       "settings": fixed})
         folder = settings.cache / f"{model.label}-{key}"

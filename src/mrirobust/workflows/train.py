@@ -9,6 +9,13 @@ per (seed, epoch, slice); the loss compares the centre-cropped output with the t
 fastMRI trains its U-net, or 1 - SSIM with the volume maximum as data range, as it trains
 VarNet); validation SSIM (fastMRI's volume-max variant) after every epoch; a checkpoint after
 every epoch (atomic), from which an interrupted run resumes; `torchrun` data parallel (DDP).
+
+Robustness training (both off by default, and then not part of a run's identity, so runs and
+caches from before they existed stay valid): `jitter` adds Gaussian noise to the measurements of
+every training sample (Krainovic, Soltanolkotabi, Heckel, NeurIPS 2023), drawn afresh per
+(seed, epoch, slice); `adversarial` trains on y + z with z a few PGD steps towards the largest
+training loss within ||z|| <= eps ||y|| on the measured locations (the l2-ball primitives of
+`physics.l2ball`, which the attacks use too).
 """
 
 from __future__ import annotations
@@ -30,11 +37,19 @@ from mrirobust.data.dataset import collate_samples
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.evaluate import evaluate
+from mrirobust.hashing import digest
 from mrirobust.methods.base import MethodInfo, build, describe
 from mrirobust.methods.settings import at_least, checked_settings, one_of
 from mrirobust.methods.unet import check_state_dict, load_checkpoint
 from mrirobust.metrics import ssim
 from mrirobust.physics.fft import center_crop
+from mrirobust.physics.l2ball import (
+    ball_radius,
+    ball_step,
+    fit_to_ball,
+    measurement_noise,
+    per_slice,
+)
 from mrirobust.physics.masks import MASK_KINDS, MaskSpec
 
 LOSSES = ("l1", "ssim")
@@ -48,6 +63,8 @@ RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers")
 # Cards below this size get gradient checkpointing of VarNet cascades by default (fastMRI users
 # hit out-of-memory with the reference VarNet on 11 GB cards).
 SMALL_GPU_BYTES = 16 * 2**30
+# The robustness settings at their "off" values: left out of a run's identity while off.
+ROBUSTNESS_OFF = {"jitter": 0.0, "adversarial": 0.0}
 
 
 @dataclass
@@ -75,6 +92,14 @@ class TrainConfig:
     max_train_slices: int | None = None
     max_val_slices: int | None = None
     progress: bool = True
+    # sigma: complex Gaussian noise z on each training sample's measured k-space y, scaled so that
+    # E||z||^2 = (sigma ||y||)^2 per sample (`physics.l2ball.measurement_noise`); fresh every step
+    jitter: float = 0.0
+    # eps: per batch, `adversarial_steps` projected normalised-gradient ascent steps (one radius
+    # long, from z = 0) on the training loss over ||z|| <= eps ||y|| per sample on the measured
+    # locations; the step then trains on y + z
+    adversarial: float = 0.0
+    adversarial_steps: int = 3
 
     def __post_init__(self) -> None:
         checked_settings(TrainConfig, asdict(self))
@@ -83,8 +108,11 @@ class TrainConfig:
     def check(cls, settings: Mapping[str, Any]) -> None:
         """Ranges (called by `checked_settings`)."""
         at_least(settings, 1, "epochs", "batch_size", "lr_step", "acceleration", "max_train_slices",
-                 "max_val_slices")
+                 "max_val_slices", "adversarial_steps")
         at_least(settings, 0, "weight_decay", "num_workers")
+        for name in ROBUSTNESS_OFF:
+            if not (math.isfinite(settings[name]) and settings[name] >= 0):
+                raise ConfigError(name, f"{settings[name]!r} must be a finite number >= 0 (relative to ||y||)")
         for name in ("lr", "lr_gamma"):
             if settings[name] is not None and not settings[name] > 0:
                 raise ConfigError(name, f"{settings[name]!r} must be > 0")
@@ -95,15 +123,29 @@ class TrainConfig:
             if settings[name] is not None:
                 one_of(settings, name, choices)
 
-    def resolved(self, method: MethodInfo | Any) -> "TrainConfig":
+    def resolved(self, method: MethodInfo | Any) -> TrainConfig:
         """This config with the method's `train_defaults` (a MethodInfo's or a method's) filled in."""
         defaults = {**FALLBACK_DEFAULTS, **(getattr(method, "train_defaults", {}) or {})}
         values = asdict(self)
         return TrainConfig(**{**values, **{k: defaults[k] for k in FALLBACK_DEFAULTS if values[k] is None}})
 
+    def identity(self) -> dict[str, Any]:
+        """The settings that define the run, without the robustness settings while they are off
+        (what checkpoints and cache keys compare: those of runs without them stay valid)."""
+        return run_identity(asdict(self))
+
     @property
     def mask_spec(self) -> MaskSpec:
         return MaskSpec(self.mask_type, (self.center_fraction,), (self.acceleration,))
+
+
+def run_identity(values: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainConfig values (also a checkpoint's, which may predate the robustness settings) with
+    jitter and adversarial (and its steps) left out while they are off."""
+    values = {**ROBUSTNESS_OFF, **values}
+    off = [k for k, v in ROBUSTNESS_OFF.items() if values[k] == v]
+    off += ["adversarial_steps"] if "adversarial" in off else []
+    return {k: v for k, v in values.items() if k not in off}
 
 
 @dataclass
@@ -116,23 +158,65 @@ class TrainResult:
 
 
 class _MaskedSlices(Dataset):
-    """Samples with a training mask seeded by (seed, epoch, index): reproducible, new each epoch."""
+    """Samples with a training mask (and jitter noise, if any) seeded by (seed, epoch, index):
+    reproducible, new each epoch."""
 
-    def __init__(self, samples: Any, indices: Sequence[int], spec: MaskSpec, seed: int) -> None:
-        self.samples, self.indices, self.spec, self.seed = samples, list(indices), spec, seed
+    def __init__(self, samples: Any, indices: Sequence[int], spec: MaskSpec, seed: int, jitter: float = 0.0) -> None:
+        self.samples, self.indices, self.spec, self.seed, self.jitter = samples, list(indices), spec, seed, jitter
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> Sample:
-        return _masked(self.samples[self.indices[i]], self.spec, seed=(self.seed, self.epoch, self.indices[i]))
+        seed = (self.seed, self.epoch, self.indices[i])
+        sample = _masked(self.samples[self.indices[i]], self.spec, seed=seed)
+        if not self.jitter:
+            return sample
+        generator = torch.Generator().manual_seed(int(digest(["jitter", *seed], 15), 16))
+        noise = measurement_noise(sample.kspace[None], sample.mask, self.jitter, generator)[0]
+        return Sample(kspace=sample.kspace + noise, meta=sample.meta, target=sample.target, mask=sample.mask)
 
 
 def _masked(sample: Sample, spec: MaskSpec, seed: Any = None) -> Sample:
     """The sample under-sampled by a drawn mask (per-file seed unless `seed` is given)."""
     mask, _ = draw_mask(sample, spec, seed=seed)
     return Sample(kspace=sample.kspace * mask, meta=sample.meta, target=sample.target, mask=mask)
+
+
+def adversarial_perturbation(loss_of: Callable[[torch.Tensor], torch.Tensor], kspace: torch.Tensor,
+                             mask: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """z (B, C, H, W) on the mask with ||z|| <= eps ||kspace|| per sample exactly that ascends
+    `loss_of(kspace + z)`: `steps` projected normalised-gradient steps one radius long from z = 0
+    (unlike the attacks' objective, a training loss has a gradient there), as `attacks.pgd` steps."""
+    radius = ball_radius(kspace, None, eps)
+    scale, ones = per_slice(radius, kspace.ndim), torch.ones_like(radius)
+    u = torch.zeros_like(kspace)
+    for _ in range(steps):
+        u.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_of(kspace + scale * u), u)
+        u = ball_step(u.detach(), grad, 1.0, ones, mask)
+    return fit_to_ball(scale * u, kspace, None, eps, mask)
+
+
+def _batch_loss(method: Any, modules: tuple[torch.nn.Module, torch.nn.Module], batch: Mapping[str, Any],
+                loss_fn: Callable[..., torch.Tensor], config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The training loss of one batch through `modules[0]` (the trained module or its DDP wrapper),
+    on y + z with z from `adversarial_perturbation` when `config.adversarial` is on; the attack's
+    passes take input gradients only, through the bare module `modules[1]` (no DDP sync)."""
+    target, kspace, mask = batch["target"].to(device), batch["kspace"].to(device), batch["mask"].to(device)
+    shape, max_values = tuple(target.shape[-2:]), _max_values(batch["meta"], target)
+
+    def loss_at(module: torch.nn.Module, kspace: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                            enabled=config.amp):
+            image = method.reconstruct_with(module, kspace, mask, target_shape=shape)
+        return loss_fn(center_crop(image, shape).float(), target, max_values)
+
+    if config.adversarial:
+        kspace = kspace + adversarial_perturbation(lambda k: loss_at(modules[1], k), kspace, mask,
+                                                   config.adversarial, config.adversarial_steps)
+    return loss_at(modules[0], kspace)
 
 
 def _model(method: Any) -> torch.nn.Module:
@@ -214,7 +298,7 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
 
     train_idx = list(range(len(train_samples)))[: config.max_train_slices]
     val_idx = list(range(len(val_samples)))[: config.max_val_slices] if val_samples is not None else []
-    loader_data = _MaskedSlices(train_samples, train_idx, config.mask_spec, config.seed)
+    loader_data = _MaskedSlices(train_samples, train_idx, config.mask_spec, config.seed, config.jitter)
     sampler = torch.utils.data.DistributedSampler(loader_data, seed=config.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(config.seed)
 
@@ -250,13 +334,7 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress or rank)
         for step, batch in enumerate(bar):
-            target = batch["target"].to(device)
-            with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
-                                enabled=config.amp):
-                image = method.reconstruct_with(trained, batch["kspace"].to(device), batch["mask"].to(device),
-                                                target_shape=tuple(target.shape[-2:]))
-            loss = loss_fn(center_crop(image, tuple(target.shape[-2:])).float(), target,
-                           _max_values(batch["meta"], target))
+            loss = _batch_loss(method, (trained, model), batch, loss_fn, config, device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -311,11 +389,12 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     if not isinstance(state, Mapping) or not all(k in state for k in keys):
         raise ConfigError("checkpoint", f"{path}: not a checkpoint written by `mrirobust train`; {fresh}")
     check_state_dict(model, state["state_dict"], str(path))
-    saved, current = dict(state["train_config"]), asdict(config)
-    changed = next((k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]), None)
+    saved, current = run_identity(state["train_config"]), config.identity()
+    changed = next((k for k in [*current, *saved] if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)),
+                   None)
     if changed is not None:
-        raise ConfigError(changed, f"{path} was trained with {changed}={saved.get(changed)!r}, not "
-                                   f"{current[changed]!r}; {fresh}")
+        was, now = ({**ROBUSTNESS_OFF, **values}.get(changed) for values in (state["train_config"], asdict(config)))
+        raise ConfigError(changed, f"{path} was trained with {changed}={was!r}, not {now!r}; {fresh}")
     try:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
