@@ -14,7 +14,10 @@ from mrirobust.methods.base import build, describe
 from mrirobust.methods.ttt import holdout_split
 from mrirobust.metrics import ssim
 from mrirobust.physics.masks import MaskSpec
+from mrirobust.data.domains import Domain
 from mrirobust.study.config import validate
+from mrirobust.study.jobs import plan, with_prepared
+from mrirobust.workflows.prepare import Model, PrepareSettings, needs_preparing, prepare
 from mrirobust.workflows.train import TrainConfig, train
 
 TINY = {"name": "unet-small", "chans": 4, "num_pool_layers": 2}
@@ -136,3 +139,19 @@ def test_a_study_resolves_a_base_label(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             validate(bad)
         assert caught.value.field.startswith(field) and "\n" not in str(caught.value)
+    prepare_jobs, experiments = plan(study, tmp_path / "out")
+    assert [job.name for job in prepare_jobs] == ["unet"] and set(experiments[0].uses) == {"unet", "unet-ttt"}
+    job = with_prepared(experiments[0], {"unet": {**TINY, "checkpoint": "x.ckpt"}})
+    assert job.payload["methods"]["unet-ttt"].config["base"] == {**TINY, "checkpoint": "x.ckpt"}
+
+
+def test_prepare_trains_the_base_once_for_the_wrapper(data: Path, checkpoint: str, tmp_path: Path) -> None:
+    settings = PrepareSettings(tmp_path, TrainConfig(epochs=1, batch_size=2, center_fraction=0.16), MaskSpec(
+        "random", (0.16,), (4,)))
+    domain = Domain(data / "knee", name="knee")
+    wrapper = {"name": "ttt", "base": TINY, "iters": 2}
+    assert needs_preparing(wrapper) and not needs_preparing({**wrapper, "base": {**TINY, "checkpoint": checkpoint}})
+    plain = prepare(Model("unet", "U-net", TINY), domain, settings)
+    adapted = prepare(Model("unet-ttt", "U-net", wrapper), domain, settings)
+    assert adapted.config == {**wrapper, "base": plain.config} and len(list(tmp_path.glob("*/done.yaml"))) == 1
+    build(adapted.config)
