@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from mrirobust.data.dataset import SliceDataset
+from mrirobust.data.domains import Domain
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError
 from mrirobust.methods.base import build, describe
 from mrirobust.methods.ttt import holdout_split
 from mrirobust.metrics import ssim
 from mrirobust.physics.masks import MaskSpec
-from mrirobust.data.domains import Domain
 from mrirobust.study.config import validate
 from mrirobust.study.jobs import plan, with_prepared
 from mrirobust.workflows.prepare import Model, PrepareSettings, needs_preparing, prepare
@@ -117,6 +117,7 @@ def test_describe_reads_traits_without_a_checkpoint() -> None:
     ({"name": "ttt", "base": {"name": "l1"}, "iters": 1}, "base"),
     ({"name": "ttt", "base": {"name": "nope"}}, "base.method"),
     ({"name": "ttt", "base": TINY, "holdout": 1.5}, "holdout"),
+    ({"name": "ttt", "base": TINY, "lr": 0}, "lr"),
     ({"name": "ttt"}, "base"),
 ])
 def test_bad_configs_are_one_line_naming_the_field(config: dict, field: str) -> None:

@@ -116,7 +116,9 @@ class TestTimeTraining(Reconstructor):
 
     @classmethod
     def check(cls, settings: Mapping[str, Any]) -> None:
-        at_least(settings, 0, "iters", "lr", "patience", "seconds")
+        at_least(settings, 0, "iters", "patience", "seconds")
+        if not settings["lr"] > 0:
+            raise ConfigError("lr", f"{settings['lr']!r} must be > 0")
         if not 0 < settings["holdout"] < 1:
             raise ConfigError("holdout", f"{settings['holdout']!r} must lie strictly between 0 and 1")
         try:
