@@ -35,7 +35,7 @@ from mrirobust.hashing import digest
 from mrirobust.methods.base import build, describe
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.robustness.shift_analysis import MIN_FIT_POINTS, frequency_rows, hard_set
-from mrirobust.workflows.prepare import Model, Prepared, PrepareSettings, parse_groups, prepare
+from mrirobust.workflows.prepare import Model, Prepared, PrepareSettings, needs_preparing, parse_groups, prepare
 from mrirobust.workflows.train import TrainConfig
 
 # Demo-scale groups: small variants that train in minutes on a CPU. Paper scale: the Table 1/2
@@ -156,7 +156,7 @@ class Shift(Experiment):
                           for _, ds in self.directions() for d in ds}
         for dataset in self.evaluated.values():
             check_data(dataset, self.mask())
-        needs_training = any(describe(m.config).needs_checkpoint or m.grid for m in self.models)
+        needs_training = any(needs_preparing(m.config) or m.grid for m in self.models)
         self.fixes = {}
         for train_domain, _ in self.directions():
             train_set = train_domain.dataset("train", required=True) if needs_training else None
@@ -174,7 +174,7 @@ class Shift(Experiment):
     def evaluation_unit(self, model: Model, train_domain: Domain | None, domain: Domain) -> Unit:
         dataset = self.evaluated[domain.label]
         count = len(dataset) if self.spec.images is None else min(self.spec.images, len(dataset))
-        trained = describe(model.config).needs_checkpoint
+        trained = needs_preparing(model.config)
         prepared = train_domain is not None and (trained or bool(model.grid))
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],

@@ -35,6 +35,7 @@ ENTRY_POINT_GROUP = "mrirobust.methods"
 _BUILTIN_MODULES = (
     "mrirobust.methods.baselines",
     "mrirobust.methods.l1",
+    "mrirobust.methods.ttt",
     "mrirobust.methods.unet",
     "mrirobust.methods.untrained",
     "mrirobust.methods.varnet",
@@ -56,6 +57,7 @@ class Reconstructor:
     trainable: ClassVar[bool] = False  # has weights fitted on a training set (see workflows.train)
     optimisation_based: ClassVar[bool] = False  # solves a per-sample optimisation (two-step attack)
     train_defaults: ClassVar[Mapping[str, Any]] = {}  # TrainConfig defaults (loss, optimizer, lr)
+    wraps: ClassVar[str | None] = None  # the setting holding a wrapped method's config (ttt's "base")
 
     def __post_init__(self) -> None:
         values = checked_settings(type(self), {f: getattr(self, f) for f in init_fields(type(self))})
@@ -169,6 +171,12 @@ def _resolve(name: str) -> Registration:
             raise ConfigError("method", f"cannot load entry point {name!r} ({plugins[name].value}): "
                                         f"{type(error).__name__}: {_first_line(error)}") from None
     raise ConfigError("method", f"unknown method {name!r}; known methods: {', '.join(available())}")
+
+
+def wrapped_setting(spec: str | Mapping[str, Any]) -> str | None:
+    """The setting of `spec`'s method that holds another method's config (class attribute `wraps`,
+    e.g. "base" for `ttt`), or None; studies resolve a method label given there."""
+    return getattr(_resolve(_split(spec)[0]).target, "wraps", None)
 
 
 def parse_spec(text: str) -> str | dict[str, Any]:

@@ -132,6 +132,11 @@ class VarNet(nn.Module):
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
                 num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
+        return rss(ifft2c(self.estimate_kspace(masked_kspace, mask, num_low_frequencies)), dim=1)
+
+    def estimate_kspace(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
+                        num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
+        """The last cascade's k-space (B, C, H, W), whose RSS image is the output."""
         maps = self.sens_net(masked_kspace, mask, num_low_frequencies)
         kspace = masked_kspace
         for cascade in self.cascades:
@@ -139,7 +144,7 @@ class VarNet(nn.Module):
                 kspace = checkpoint(cascade, kspace, masked_kspace, mask, maps, use_reentrant=False)
             else:
                 kspace = cascade(kspace, masked_kspace, mask, maps)
-        return rss(ifft2c(kspace), dim=1)
+        return kspace
 
 
 def fit_height(x: torch.Tensor, height: int) -> torch.Tensor:
@@ -195,6 +200,19 @@ class VarnetRecon(TrainedNetwork):
 
     def reconstruct_with(self, model: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
                          num_low_frequencies: int | torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
+        masked, mask, resample = self._inputs(kspace, mask)
+        image = model(masked, mask, num_low_frequencies)
+        return fit_height(image, kspace.shape[-2]) if resample else image
+
+    def kspace_with(self, model: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
+                    num_low_frequencies: int | torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
+        """`model`'s k-space estimate (B, C, H, W) of the measurement, at its readout length (test-time training)."""
+        masked, mask, resample = self._inputs(kspace, mask)
+        estimate = model.estimate_kspace(masked, mask, num_low_frequencies)
+        return fft2c(fit_height(ifft2c(estimate), kspace.shape[-2])) if resample else estimate
+
+    def _inputs(self, kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(masked k-space, mask (B, 1, H|1, W), resampled): the network's inputs, `resolution_fix` applied."""
         mask = check_mask(mask, kspace.shape).to(kspace.device)
         mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
         if mask.shape[1] != 1:
@@ -206,8 +224,7 @@ class VarnetRecon(TrainedNetwork):
             if mask.shape[-2] != 1:
                 raise ShapeError(f"resolution_fix needs a column mask (B, 1, 1, W), got {tuple(mask.shape)}")
             masked = fft2c(fit_height(ifft2c(masked), self.resolution_fix))
-        image = model(masked, mask, num_low_frequencies)
-        return fit_height(image, height) if resample else image
+        return masked, mask, resample
 
 
 register("varnet")(VarnetRecon)

@@ -20,7 +20,7 @@ from mrirobust.data.domains import FORMATS, Domain
 from mrirobust.errors import ConfigError, DataError
 from mrirobust.experiments.base import DataSource, experiment_type
 from mrirobust.experiments.spec import parse, parse_mask, yaml_where
-from mrirobust.methods.base import describe
+from mrirobust.methods.base import describe, wrapped_setting
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.study import EXECUTORS
 from mrirobust.workflows.train import TrainConfig
@@ -40,6 +40,7 @@ class MethodEntry:
     config: dict[str, Any]
     train: dict[str, Any] | None = None  # {"data": name, **TrainConfig fields}
     tune: dict[str, Any] | None = None  # {"data": name, "grid": {...}, "images": n}
+    base: str | None = None  # a wrapper's (ttt's) study method label: its config, prepared, is the wrapped one
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def validate(raw: Any, *, base: Path = Path("."), path: Path | None = None) -> S
     default_mask = parse_mask(_mapping(raw.get("mask", {}), "mask"), "mask", DEFAULT_MASK)
     data = {key: _data(key, value, base, default_mask)
             for key, value in _mapping(raw.get("data"), "data", required=True).items()}
-    methods = {key: _method(key, value, data) for key, value in _mapping(raw.get("methods", {}), "methods").items()}
+    raw_methods = _mapping(raw.get("methods", {}), "methods")
+    methods = {key: _method(key, value, data, raw_methods) for key, value in raw_methods.items()}
     experiments = {key: _experiment(key, value, data, methods, base)
                    for key, value in _mapping(raw.get("experiments"), "experiments", required=True).items()}
     if not experiments:
@@ -160,12 +162,15 @@ def _data_ref(value: Any, field: str, data: Mapping[str, DataSource]) -> str:
     return value
 
 
-def _method(label: str, value: Any, data: Mapping[str, DataSource]) -> MethodEntry:
+def _method(label: str, value: Any, data: Mapping[str, DataSource], labels: Mapping[str, Any]) -> MethodEntry:
     field = f"methods.{label}"
     config = {"name": value} if isinstance(value, str) else _mapping(value, field)
     if not isinstance(config.get("name"), str):
         raise ConfigError(f"{field}.name", "missing: a registered method, entry point or module:attr")
     train, tune = config.pop("train", None), config.pop("tune", None)
+    wraps = _wrapped_setting(config, field)
+    if wraps is not None and isinstance(config.get(wraps), str):
+        return _wrapper(label, config, wraps, train or tune, data, labels)
     try:
         method = describe(config)  # traits and checked settings; no network built, no checkpoint read
     except ConfigError as error:
@@ -182,9 +187,40 @@ def _method(label: str, value: Any, data: Mapping[str, DataSource]) -> MethodEnt
             raise ConfigError(f"{field}.train", str(error)) from None
     elif method.trainable and not config.get("checkpoint"):
         raise ConfigError(field, f"{config['name']} is trainable: give a `checkpoint` or a `train` section")
+    elif wraps is not None and describe(config[wraps]).needs_checkpoint:
+        raise ConfigError(f"{field}.{wraps}", "a trainable method needs a `checkpoint`, or name a study method "
+                                              "label with a `train` section")
     if tune is not None:
         tune = _tune(tune, field, config, data)
     return MethodEntry(label, config, train, tune)
+
+
+def _wrapped_setting(config: dict[str, Any], field: str) -> str | None:
+    try:
+        return wrapped_setting(config)
+    except ConfigError as error:
+        raise ConfigError(field, str(error)) from None
+
+
+def _wrapper(label: str, config: dict[str, Any], wraps: str, own: Any, data: Mapping[str, DataSource],
+             labels: Mapping[str, Any]) -> MethodEntry:
+    """A wrapper (ttt) whose `wraps` setting names a study method: that method's config goes in, and
+    its training, so that studies and shifts prepare the wrapped method and fill in its checkpoint."""
+    field, ref = f"methods.{label}", config[wraps]
+    if ref == label or ref not in labels:
+        raise ConfigError(f"{field}.{wraps}", f"{ref!r} is not another method label; defined: "
+                                              f"{', '.join(k for k in labels if k != label) or 'none'}")
+    if own is not None:
+        raise ConfigError(f"{field}.train", f"{label} is prepared through {ref!r}: give `train`/`tune` there")
+    base = _method(ref, labels[ref], data, {})  # one level: a wrapper of a wrapper label is an error
+    if base.tune is not None:
+        raise ConfigError(f"{field}.{wraps}", f"{ref!r} is tuned; {config['name']} wraps a trained network")
+    config = {**config, wraps: base.config}
+    try:
+        describe(config)
+    except ConfigError as error:
+        raise ConfigError(field, str(error)) from None
+    return MethodEntry(label, config, base.train, None, base=ref)
 
 
 def _tune(tune: Any, field: str, config: dict[str, Any], data: Mapping[str, DataSource]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mrirobust.experiments.base import Inputs, MethodInput, experiment_type
 from mrirobust.experiments.runner import UnitCache, run_experiment
 from mrirobust.experiments.spec import to_mapping
 from mrirobust.hashing import digest
+from mrirobust.methods.base import wrapped_setting
 from mrirobust.study.config import ExperimentEntry, MethodEntry, Study
 from mrirobust.workflows.prepare import Model, PrepareSettings, prepare
 from mrirobust.workflows.train import TrainConfig
@@ -52,9 +53,11 @@ def plan(study: Study, out: Path) -> tuple[list[Job], list[Job]]:
     """The prepare jobs and the experiment jobs of a study writing under `out`."""
     identities = {name: folder_identity(source.domain.root) for name, source in study.data.items()}
     prepared = {label: _prepare_job(entry, study, out, identities) for label, entry in study.methods.items()
-                if entry.train or entry.tune}
+                if (entry.train or entry.tune) and entry.base is None}
     method_keys = {label: prepared[label].key if label in prepared else _key(entry.config)
                    for label, entry in study.methods.items()}
+    method_keys.update({label: _key([method_keys[entry.base], entry.config]) for label, entry in study.methods.items()
+                        if entry.base is not None})  # a wrapper changes when its prepared base does
     experiments = [_experiment_job(exp, study, out, identities, method_keys) for exp in study.experiments.values()]
     return list(prepared.values()), experiments
 
@@ -87,13 +90,15 @@ def _experiment_job(exp: ExperimentEntry, study: Study, out: Path, identities: d
     cls = experiment_type(exp.kind)
     data_labels, labels = cls.references(exp.spec)
     uses = tuple(cls.prepared_methods(exp.spec))
+    bases = {label: study.methods[label].base for label in uses if study.methods[label].base is not None}
+    uses = (*uses, *sorted(set(bases.values()) - set(uses)))  # a wrapper waits for its base's preparation
     keys = {label: method_keys[label] if label in uses else _key(_method_input(study.methods[label]))
             for label in labels}
     key = _key({"kind": exp.kind, "spec": exp.spec, "methods": keys,
                 "data": {n: [identities[n], study.data[n].domain, study.data[n].mask] for n in data_labels},
                 "annotations": _file_text(getattr(exp.spec, "annotations", None))})
     payload = {"kind": exp.kind, "spec": exp.spec, "data": {n: study.data[n] for n in data_labels},
-               "methods": {label: _method_input(study.methods[label]) for label in labels},
+               "methods": {label: _method_input(study.methods[label]) for label in labels}, "bases": bases,
                "cache": str(out / "cache"), "units": str(out / "store" / "units")}
     settings = to_mapping(exp.spec)
     record = {"settings": settings, "data": {n: str(study.data[n].domain.root) for n in data_labels},
@@ -108,8 +113,16 @@ def _file_text(path: str | None) -> str | None:
 
 
 def with_prepared(job: Job, configs: dict[str, dict[str, Any]]) -> Job:
-    """The job with its methods' prepared configs (checkpoints, tuned settings) filled in."""
-    methods = {label: replace(method, config=configs.get(label, method.config)) if label in job.uses else method
+    """The job with its methods' prepared configs (checkpoints, tuned settings) filled in; a wrapper
+    (ttt) of a study label gets that label's prepared config as its wrapped method."""
+    bases = job.payload.get("bases", {})
+
+    def prepared(label: str, config: dict[str, Any]) -> dict[str, Any]:
+        if label in bases and bases[label] in configs:
+            return {**config, wrapped_setting(config): configs[bases[label]]}
+        return configs.get(label, config)
+
+    methods = {label: replace(method, config=prepared(label, method.config)) if label in job.uses else method
                for label, method in job.payload["methods"].items()}
     return replace(job, payload={**job.payload, "methods": methods},
                    record={**job.record, "methods": {label: m.config for label, m in methods.items()}})

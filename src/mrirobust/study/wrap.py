@@ -76,7 +76,7 @@ def one_experiment_study(cls: type[Experiment], args: argparse.Namespace) -> Stu
         overlap = sorted(set(configs) & set(methods))
         if overlap:
             raise ConfigError(f"--{name.replace('_', '-')}", f"{', '.join(overlap)} is already in --methods")
-        methods.update({label: _method(label, config, data) for label, config in configs.items()})
+        methods.update({label: _method(label, config, data, configs) for label, config in configs.items()})
         raw["methods"].update(configs)
         given[name] = tuple(configs)
     if "groups" in fields and getattr(args, "groups", None) is None:

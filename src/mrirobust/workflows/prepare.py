@@ -17,7 +17,7 @@ import yaml
 from mrirobust.data.domains import Domain, data_identity
 from mrirobust.errors import ConfigError
 from mrirobust.hashing import digest
-from mrirobust.methods.base import describe
+from mrirobust.methods.base import describe, wrapped_setting
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.workflows.train import TrainConfig, train
 from mrirobust.workflows.tune import save_config, tune
@@ -73,6 +73,14 @@ def parse_groups(groups: Mapping[str, Sequence[str | Mapping[str, Any]]]) -> lis
     return models
 
 
+def needs_preparing(config: Mapping[str, Any]) -> bool:
+    """A trainable method without a checkpoint, or a wrapper (ttt) of one: `prepare` trains it."""
+    wraps = wrapped_setting(config)
+    if wraps is not None and isinstance(config.get(wraps), Mapping):
+        return describe(config[wraps]).needs_checkpoint
+    return describe(config).needs_checkpoint
+
+
 @dataclass(frozen=True)
 class PrepareSettings:
     """How models are prepared on a domain: where they are cached and with what."""
@@ -87,7 +95,13 @@ class PrepareSettings:
 
 def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared:
     """Train (trainable without a checkpoint) or tune (with a grid) `model` on the source, or reuse
-    the cached result; a model given its checkpoint is used as is."""
+    the cached result (a training already cached under another label included); a model given its
+    checkpoint is used as is; a wrapper (ttt) gets its wrapped method prepared."""
+    wraps = wrapped_setting(model.config)
+    if wraps is not None and needs_preparing(model.config):  # a wrapper (ttt): prepare the wrapped method
+        inner = prepare(Model(f"{model.label}.{wraps}", model.group, dict(model.config[wraps]), None, model.train),
+                        source, settings)
+        return Prepared(model, {**model.config, wraps: inner.config}, digest([inner.identity, model.config]))
     train_config = replace(settings.train, **(model.train or {}))
     torch.manual_seed(train_config.seed)  # as before: what follows in this process sees the same RNG state
     method = describe(model.config)
@@ -97,7 +111,8 @@ def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared
         fixed = {k: v for k, v in train_config.identity().items() if k not in _RUN_ONLY}
         key = digest({"config": method.config(), "train": data_identity(train_set), "val": data_identity(val_set),
                       "settings": fixed})
-        folder = settings.cache / f"{model.label}-{key}"
+        done = sorted(settings.cache.glob(f"*-{key}/done.yaml"))  # the same training under another label
+        folder = done[0].parent if done else settings.cache / f"{model.label}-{key}"
         if not (folder / "done.yaml").exists():  # train() seeds the initial weights: they depend only on the key
             train(model.config, train_set, val_set, folder,
                   replace(train_config, device=settings.device, progress=settings.progress))

@@ -1,0 +1,62 @@
+"""Test-time training on the anatomy shift: knee-trained unet-small on brain slices, with and without TTT.
+
+SSIM (fastMRI's, volume maximum) on the first `--images` brain test slices at 4x random masks
+(fastMRI per-file seeds): P->Q (knee-trained), TTT of it, and Q->Q (brain-trained, when given),
+with "gap closed" = (TTT - P->Q) / (Q->Q - P->Q) and a bootstrap CI over the slices; plus seconds
+per slice of TTT. Checkpoints come from `mrirobust train unet-small ...` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from mrirobust import schema
+from mrirobust.data.dataset import SliceDataset
+from mrirobust.evaluate import evaluate
+from mrirobust.methods.base import build
+from mrirobust.physics.masks import MaskSpec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("brain", help="brain test folder")
+    parser.add_argument("--knee-ckpt", required=True)
+    parser.add_argument("--brain-ckpt")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--patience", type=int, default=10)
+    args = parser.parse_args()
+    dataset = SliceDataset(args.brain)
+    samples = [dataset[i] for i in range(min(args.images, len(dataset)))]
+    base = {"name": "unet-small", "checkpoint": args.knee_ckpt}
+    methods = {"P->Q": build(base),
+               "TTT": build({"name": "ttt", "base": base, "iters": args.iters, "lr": args.lr,
+                             "holdout": args.holdout, "patience": args.patience})}
+    if args.brain_ckpt:
+        methods["Q->Q"] = build({"name": "unet-small", "checkpoint": args.brain_ckpt})
+    mask = MaskSpec("random", (0.08,), (4,))
+    scores, seconds = {}, {}
+    for label, method in methods.items():
+        began = time.perf_counter()
+        rows = evaluate(iter(samples), {label: method}, mask, batch_size=1, progress=False).rows
+        seconds[label] = (time.perf_counter() - began) / len(samples)
+        scores[label] = torch.tensor([row[schema.ssim_column(rows)] for row in rows], dtype=torch.float64)
+        print(f"{label}: SSIM {scores[label].mean():.4f} (per slice {[round(float(s), 4) for s in scores[label]]}), "
+              f"{seconds[label]:.2f} s/slice")
+    if "Q->Q" in scores:
+        gain, gap = scores["TTT"] - scores["P->Q"], scores["Q->Q"] - scores["P->Q"]
+        generator = torch.Generator().manual_seed(0)
+        picks = torch.randint(len(gain), (2000, len(gain)), generator=generator)
+        ratios = gain[picks].mean(1) / gap[picks].mean(1)
+        low, high = ratios.quantile(torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+        print(f"gap closed: {float(gain.mean() / gap.mean()):.3f} [{low:.3f}, {high:.3f}] (n {len(gain)} slices, "
+              f"gap {float(gap.mean()):.4f} SSIM)")
+
+
+if __name__ == "__main__":
+    main()
