@@ -87,7 +87,8 @@ def write_report(source: ReportSource, out: str | Path) -> Path:
 
 
 def write_summary(path: str | Path, title: str, intro: str,
-                  tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]], findings: Sequence[Mapping[str, Any]]) -> Path:
+                  tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]],
+                  findings: Sequence[Mapping[str, Any]]) -> Path:
     """A one-page summary (the robustness card): the verdicts first, then titled tables; written atomically."""
     parts = [f"<h1>{esc(title)}</h1><p>{esc(intro)}</p>"] + ([_findings(findings)] if findings else [])
     parts += [f"<section><h3>{esc(t)}</h3>{_table(header, body)}</section>" for t, header, body in tables]
