@@ -71,11 +71,13 @@ def test_card_of_a_plugin_method(data: Path, tmp_path: Path, monkeypatch: pytest
     (["card", "no-such-method", "--data", "{data}"], "METHOD"),
     (["card", "tests.test_card:Missing", "--data", "{data}"], "METHOD"),
     (["card", "no_such_module_xyz:Thing", "--data", "{data}"], "METHOD"),
+    (["card", "{tmp}/bad.yaml", "--data", "{data}"], "METHOD: iterations: unknown setting"),
     (["card", "l1", "--data", "{data}", "--data2", "{tmp}/nowhere"], "--data2: no such folder"),
     (["card", "l1", "--data", "{data}", "--unet-checkpoint", "{tmp}/none.pt"], "--unet-checkpoint: no such file"),
 ])
 def test_bad_input_is_one_line_before_compute(data: Path, tmp_path: Path, capsys, args: list[str], field: str) -> None:
     out = tmp_path / "out"
+    (tmp_path / "bad.yaml").write_text("name: l1\niterations: 3\n")
     argv = [a.format(tmp=tmp_path, data=data / "knee") for a in args] + ["--out", str(out), "--device", "cpu"]
     before = files(data)
     assert main(argv) == 2

@@ -79,7 +79,7 @@ def method_entry(text: str, taken: Sequence[str]) -> tuple[str, dict[str, Any], 
     try:
         info = describe({k: v for k, v in config.items() if k not in ("train", "tune")})
     except ConfigError as error:
-        raise ConfigError("METHOD", f"{config['name']}: {error}") from None
+        raise ConfigError("METHOD", error.problem if error.field == "method" else str(error)) from None
     label = str(info.name or config["name"]).rsplit(":", 1)[-1].rsplit(".", 1)[-1] or "method"
     return (f"{label}-card" if label in taken else label), config, info
 
