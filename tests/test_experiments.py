@@ -169,7 +169,7 @@ def test_no_source_module_is_too_long_or_imports_upward():
     import ast
 
     order = ["errors", "atomic", "hashing", "physics", "data", "metrics", "results", "schema", "methods",
-             "evaluate", "workflows", "robustness", "experiments", "report", "findings", "study", "demo", "cli"]
+             "evaluate", "workflows", "robustness", "experiments", "report", "findings", "study", "demo", "card", "cli"]
     src = Path(__file__).resolve().parents[1] / "src" / "mrirobust"
     for path in src.rglob("*.py"):
         assert len(path.read_text().splitlines()) <= 450, path

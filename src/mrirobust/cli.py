@@ -192,6 +192,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, quick=args.quick, device=args.device, executor=args.executor)
 
 
+def cmd_card(args: argparse.Namespace) -> None:
+    from mrirobust.card import CardRequest, run_card
+
+    resolve_device(args.device, "--device")
+    card = run_card(CardRequest(args.method, args.data, args.data2, args.unet_checkpoint, args.preset), args.out,
+                    device=args.device)
+    print("\n".join(v["line"] for v in json.loads((card.parent / "card.json").read_text())["verdicts"]))
+    print(f"card: {card} and {card.parent / 'card.json'}")
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     from mrirobust.study.config import load_study
     from mrirobust.study.runner import describe_plan, run_with_report
@@ -341,6 +351,17 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("findings", help="the verdicts on the paper's claims (A1-F2) from a study folder's rows")
     p.add_argument("results", type=Path, help="the study folder (its --out)")
     p.set_defaults(run=cmd_findings)
+
+    p = sub.add_parser("card", help="a robustness card: METHOD against zero-filled, l1 and a U-net "
+                                    "(recon, attack, perturb; anatomy shift with --data2)")
+    p.add_argument("method", help="a method name, NAME=CHECKPOINT, a method YAML or package.module:attr")
+    p.add_argument("--data", type=Path, required=True, help="data folder with train/ val/ test/ splits")
+    p.add_argument("--data2", type=Path, default=None, help="a second anatomy's folder (adds the anatomy shift)")
+    p.add_argument("--unet-checkpoint", type=Path, default=None, help="unet-small weights (default: train on --data)")
+    p.add_argument("--preset", choices=("demo", "quick"), default="demo", help="quick: a smoke-sized card")
+    p.add_argument("--out", type=Path, default=Path("out/card"), help="study folder (a re-run resumes)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
+    p.set_defaults(run=cmd_card)
 
     p = sub.add_parser("demo", help="the whole study at demo scale on the embedded synthetic dataset")
     p.add_argument("--out", type=Path, default=Path("out/demo"))

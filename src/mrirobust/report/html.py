@@ -86,6 +86,20 @@ def write_report(source: ReportSource, out: str | Path) -> Path:
     return index
 
 
+def write_summary(path: str | Path, title: str, intro: str,
+                  tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]],
+                  findings: Sequence[Mapping[str, Any]]) -> Path:
+    """A one-page summary (the robustness card): the verdicts first, then titled tables; written atomically."""
+    parts = [f"<h1>{esc(title)}</h1><p>{esc(intro)}</p>"] + ([_findings(findings)] if findings else [])
+    parts += [f"<section><h3>{esc(t)}</h3>{_table(header, body)}</section>" for t, header, body in tables]
+    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
+            f"<style>{_CSS}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
+
+
 def _header(source: ReportSource) -> str:
     jobs, planned = source.records, [j for j in source.jobs]
     unfinished = [j for j in planned if j["key"] not in jobs]
