@@ -150,7 +150,7 @@ def test_cli_and_study_config_take_the_settings(root, tmp_path, capsys):  # noqa
     saved = torch.load(out / "last.ckpt", weights_only=True)["train_config"]
     assert (saved["jitter"], saved["adversarial"], saved["adversarial_steps"]) == (0.05, 0.02, 2)
     entry = _method("unet-jitter", {"name": "unet-small", "train": {"data": "knee", "epochs": 2, "jitter": 0.05}},
-                    {"knee": None})
+                    {"knee": None}, {})
     assert entry.train == {"data": "knee", "epochs": 2, "jitter": 0.05}
     with pytest.raises(ConfigError, match=r"^methods\.unet-adv\.train: adversarial_steps: "):
-        _method("unet-adv", {"name": "unet-small", "train": {"data": "knee", "adversarial_steps": 0}}, {"knee": None})
+        _method("unet-adv", {"name": "unet-small", "train": {"data": "knee", "adversarial_steps": 0}}, {"knee": None}, {})
