@@ -147,6 +147,21 @@ def test_anatomy_shift_both_directions_other_coils_and_readout(data, tmp_path):
     assert _drawn("anatomy_shift", result, tmp_path / "figures") == ["figure4.png", "figure13.png", "examples.png"]
 
 
+def test_shifts_sharing_units_label_rows_with_their_own_kind(data, tmp_path):
+    # the demo's dataset and anatomy shifts share evaluation units (the identity holds no kind)
+    source, target, groups = f"{data}/knee@CORPDFS_FBK", f"{data}/knee@CORPD_FBK", {"baseline": ["zero-filled"]}
+    units = UnitCache(tmp_path / "units")
+    anatomy = run_experiment(_shift(AnatomyShift, tmp_path / "cache", source, target, groups=groups, images=2),
+                             units, progress=False)
+    computed = units.computed
+    dataset = run_experiment(_shift(DatasetShift, tmp_path / "cache", source, target, groups=groups, images=2),
+                             units, progress=False)
+    assert units.computed == computed > 0  # every unit of the dataset shift was the anatomy shift's
+    assert {r["shift"] for r in anatomy.rows} == {"anatomy_shift"}
+    assert {r["shift"] for r in dataset.rows} == {"dataset_shift"}
+    assert [name for name, *_ in shift_figures.fits(dataset.rows)] == ["figure2"]
+
+
 def test_hard_set_is_the_filter_methods_lowest_tenth(data, tmp_path):
     groups = {"U-net": GROUPS["U-net"], "l1": GROUPS["l1"]}
     result = run_experiment(_shift(HardShift, tmp_path / "cache", data / "knee", groups=groups,

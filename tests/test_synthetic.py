@@ -141,13 +141,22 @@ def test_same_patient_at_two_resolutions():
 def test_presets_and_bad_configs(tmp_path):
     demo = PRESETS["demo"]
     assert {(c.anatomy, c.split, c.num_volumes) for c in demo} >= {("knee", "train", 8), ("brain", "test", 2)}
-    assert all(c.num_coils == 8 and c.shape == (160, 160) for c in demo)
+    assert all(c.num_coils == 8 and c.shape == (160, 160) for c in demo if c.folder is None)
+    # the dataset shift's second knee "scanner": other patients, coils and SNR, the same image size
+    scanner, = (c for c in demo if c.folder is not None)
+    knee_test, = (c for c in demo if (c.anatomy, c.split, c.folder) == ("knee", "test", None))
+    assert (scanner.anatomy, scanner.split, scanner.shape) == ("knee", "test", (160, 160))
+    assert scanner.seed != knee_test.seed and scanner.num_coils < 8 and scanner.snr_db < knee_test.snr_db
     big = PRESETS["fastmri-size"][0]
     assert (big.num_coils, big.matrix, big.oversample, big.shape) == (15, (320, 368), True, (320, 320))
     with pytest.raises(ConfigError):
         synthesize(tmp_path, "no-such-preset")
     with pytest.raises(ConfigError):
         synthesize(tmp_path, [SynthConfig("knee", **SMALL), SynthConfig("knee", **SMALL)])
+    first, second = synthesize(tmp_path, [SynthConfig("knee", num_volumes=1, **SMALL),
+                                          SynthConfig("knee", num_volumes=1, folder="knee-b", **SMALL)])
+    assert (first.parent.parent.name, second.parent.parent.name) == ("knee", "knee-b")
+    assert second.relative_to(tmp_path / "knee-b") == first.relative_to(tmp_path / "knee")
     with pytest.raises(ConfigError):
         SynthConfig("knee", shape=(64, 64), matrix=(32, 64))
     with pytest.raises(ConfigError, match="detail"):

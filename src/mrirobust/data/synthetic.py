@@ -67,6 +67,7 @@ class SynthConfig:
     `lesions`: small planted lesions per volume (0: none, the files are as without the option).
     `detail` scales the random structure (dead leaves, 1/f texture, bias field): 1 gives the
     realistic images, 0 the smooth anatomy alone (a sparse image, for solver tests).
+    `folder`: the dataset's folder under the output (default: the anatomy), e.g. a second "scanner".
     """
 
     anatomy: str = "knee"
@@ -83,6 +84,7 @@ class SynthConfig:
     seed: int = 0
     lesions: int = 0
     detail: float = 1.0
+    folder: str | None = None
 
     def __post_init__(self) -> None:
         if self.anatomy not in ACQUISITIONS:
@@ -121,7 +123,10 @@ PRESETS: dict[str, list[SynthConfig]] = {
     # Knees: 8 train + 2 val + 2 test volumes, brains 4 + 2 + 2, 8 slices each, 8 coils, 320 x 160
     # k-space, 160 x 160 targets: CPU-sized. The demo trains its networks on the 64 knee slices
     # (half as many gave networks too under-trained to beat zero-filling on other anatomy).
-    "demo": _demo("knee", 8) + _demo("brain", 4),
+    "demo": _demo("knee", 8) + _demo("brain", 4) + [
+        # A second knee "scanner" for the dataset shift: other patients, 4 coils, 5 dB less SNR.
+        SynthConfig("knee", split="test", num_volumes=2, num_coils=4, oversample=True, snr_db=22.0,
+                    snr_spread_db=5.0, seed=1, folder="knee-scanner2")],
     "fastmri-size": [
         SynthConfig("knee", split="val", num_volumes=2, slices_per_volume=8, num_coils=15,
                      shape=(320, 320), matrix=(320, 368), oversample=True),
@@ -250,7 +255,7 @@ def generate_volume(config: SynthConfig, index: int) -> tuple[np.ndarray, np.nda
 
 def synthesize(out_dir: str | Path, configs: str | SynthConfig | Sequence[SynthConfig] = DEFAULT_PRESET,
                *, seed: int | None = None) -> list[Path]:
-    """Write fastMRI-layout files `out_dir/<anatomy>/<split>/file_<anatomy>_<index>.h5`; their paths.
+    """Write fastMRI-layout files `out_dir/<folder>/<split>/file_<anatomy>_<index>.h5`; their paths.
 
     A config with lesions also writes `out_dir/<anatomy>/<split>/annotations.csv` (fastMRI+ format).
 
@@ -264,15 +269,16 @@ def synthesize(out_dir: str | Path, configs: str | SynthConfig | Sequence[SynthC
         configs = [configs]
     if seed is not None:
         configs = [replace(c, seed=seed) for c in configs]
-    folders = [(c.anatomy, c.split) for c in configs]
+    folders = [(c.folder or c.anatomy, c.split) for c in configs]
     if len(set(folders)) != len(folders):
-        raise ConfigError("configs", "two configs write the same <anatomy>/<split> folder")
+        raise ConfigError("configs", "two configs write the same <folder>/<split> folder")
     paths = []
     for config in configs:
         boxes = []
         for index in range(config.num_volumes):
             kspace, target, meta = generate_volume(config, index)
-            path = Path(out_dir) / config.anatomy / config.split / f"file_{config.anatomy}_{index:03d}.h5"
+            folder = Path(out_dir) / (config.folder or config.anatomy) / config.split
+            path = folder / f"file_{config.anatomy}_{index:03d}.h5"
             boxes += [(path.stem, *box) for box in meta["lesions"]]
             paths.append(write_volume(
                 path, kspace, target=target, acquisition=meta["acquisition"], patient_id=meta["patient_id"],
@@ -280,6 +286,5 @@ def synthesize(out_dir: str | Path, configs: str | SynthConfig | Sequence[SynthC
                 attrs=dict(anatomy=config.anatomy, seed=meta["seed"], generator="mrirobust.data.synthetic",
                            snr_db=np.nan if meta["snr_db"] is None else meta["snr_db"])))
         if config.lesions:
-            write_fastmri_plus(boxes, Path(out_dir) / config.anatomy / config.split / "annotations.csv",
-                               config.shape[0])
+            write_fastmri_plus(boxes, folder / "annotations.csv", config.shape[0])
     return paths

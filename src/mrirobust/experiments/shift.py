@@ -218,7 +218,7 @@ class Shift(Experiment):
             raise type(error)(f"{model.label} (trained on {trained_on}) on {domain.label}: {error}") from error
         extra = {"model": model.label, "group": model.group, "trained_on": trained_on,
                  "evaluated_on": domain.label, "resolution_fix": config.get("resolution_fix")}
-        rows = [{"shift": self.kind, **extra, **row} for row in result.rows]
+        rows = [{**extra, **row} for row in result.rows]
         example = {"target": result.example["target"], model.label: result.example[model.label]}
         return UnitResult(rows, {"examples": {f"{trained_on} -> {domain.label}": example}})
 
@@ -226,7 +226,10 @@ class Shift(Experiment):
         return "in" if row["trained_on"] == row["evaluated_on"] else "out"
 
     def finish(self, results: Sequence[UnitResult]) -> UnitResult:
-        merged = UnitResult([{**row, "role": self.role(row), "min_fit_points": self.spec.min_fit_points}
+        # the kind is set here, not in the unit: an evaluation unit's identity holds no kind, so the
+        # dataset and anatomy shifts share the units they have in common (rows cached by either)
+        merged = UnitResult([{**row, "shift": self.kind, "role": self.role(row),
+                              "min_fit_points": self.spec.min_fit_points}
                              for r in results for row in r.rows if row["trained_on"] != "-"])
         examples: dict[str, dict[str, Any]] = {}
         for result in results:
