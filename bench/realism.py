@@ -1,6 +1,7 @@
 """Do networks trained as the demo trains them work on data they were not trained on?
 
     python bench/realism.py [--out out/bench-realism] [--real DIR_OR_FILE] [--images 6]
+                            [--networks unet-small varnet-small]
 
 Generates the embedded demo dataset (timed), trains `unet-small` (20 epochs) and `varnet-small`
 (6 epochs, batch 2) on its knee train split with the val split for checkpoint selection, exactly
@@ -14,7 +15,8 @@ zero-filled and l1 (default lambda) at 4x (random mask, centre 0.08) on:
   default 30 dB. `--images` slices per set, spread evenly over the middle 60% of each volume.
 
 One line per set and method: SSIM (fastMRI's volume-max variant), bootstrap 95% CI, n.
-Training resumes from its checkpoints if the script is interrupted.
+Training resumes from its checkpoints if the script is interrupted. `--networks` trains and
+scores only those (zero-filled and l1 are always scored).
 """
 
 from __future__ import annotations
@@ -76,13 +78,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench-realism"))
     parser.add_argument("--real", type=Path, help="real magnitude images: a folder or one file")
     parser.add_argument("--images", type=int, default=6, help="slices per evaluation set")
+    parser.add_argument("--networks", nargs="+", choices=sorted(RUNS), default=sorted(RUNS),
+                        help="the networks to train and score")
     args = parser.parse_args()
     data = args.out / "data"
     if not (data / "brain" / "test").exists():
         start = time.perf_counter()
         synthesize(data, "demo")
         print(f"demo dataset generated in {time.perf_counter() - start:.1f} s", flush=True)
-    methods = [build("zero-filled"), build("l1")] + [build(parse_spec(_trained(n, args.out / n, data))) for n in RUNS]
+    methods = [build("zero-filled"), build("l1")] + [build(parse_spec(_trained(n, args.out / n, data))) for n in args.networks]
     sets = {}
     for name, folder in (("knee-test", data / "knee" / "test"), ("brain-test", data / "brain" / "test")):
         dataset = SliceDataset(folder)
