@@ -160,3 +160,53 @@ def test_zero_filled_input_is_what_the_network_sees() -> None:
     out = method.reconstruct(kspace, mask, target_shape=(32, 32))
     expected = zero_filled_rss(kspace, mask)[:, 8:40, 4:36]
     assert torch.allclose(out[:, 8:40, 4:36], expected, rtol=1e-5, atol=1e-6)  # no clamping at +-6 here
+
+
+def test_plain_output_is_fastmri_formula_bit_for_bit() -> None:
+    """residual=False (fastMRI's, the default): network output times std plus mean, exactly."""
+    torch.manual_seed(0)
+    method = UnetRecon(chans=4, num_pool_layers=2)
+    assert not method.residual and not build("unet").residual and not build("unet-ref").residual
+    kspace, mask = _kspace(), torch.arange(40) % 3 == 0
+    image = zero_filled_rss(kspace, mask)[:, 8:40, 4:36]
+    mean, std = image.mean(dim=(-2, -1), keepdim=True), image.std(dim=(-2, -1), keepdim=True)
+    expected = method.model((((image - mean) / (std + 1e-11)).clamp(-6, 6))[:, None])[:, 0] * std + mean
+    out = method.reconstruct(kspace, mask, target_shape=(32, 32))
+    assert torch.equal(out[:, 8:40, 4:36], expected)
+
+
+def test_residual_new_network_is_zero_filled_exactly() -> None:
+    """residual=True: a fresh model (zero last layer) or a zero-output one returns the zero-filled image."""
+    kspace, mask = _kspace(), torch.arange(40) % 3 == 0
+    expected = zero_filled_rss(kspace, mask)[:, 8:40, 4:36]
+    fresh = build("unet-small")
+    assert fresh.residual
+    zero = UnetRecon(chans=4, num_pool_layers=2, residual=True)
+    zero.model = ZeroOutput()
+    for method in (fresh, zero):
+        out = method.reconstruct(kspace, mask, target_shape=(32, 32))
+        assert torch.equal(out[:, 8:40, 4:36], expected) and not out[:, :8].any()
+
+
+class ZeroOutput(torch.nn.Module):
+    """A network whose correction is zero everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def test_residual_loads_fastmri_weights_and_adds_the_correction(tmp_path) -> None:
+    """A fastMRI state_dict loads into a residual U-net unchanged (not zeroed), and its output is
+    the zero-filled image plus fastMRI's network output times std."""
+    reference, _ = _pair(chans=4, pools=2)
+    path = tmp_path / "unet.pt"
+    torch.save(reference.state_dict(), path)
+    method = UnetRecon(checkpoint=str(path), chans=4, num_pool_layers=2, residual=True)
+    plain = UnetRecon(checkpoint=str(path), chans=4, num_pool_layers=2)
+    kspace, mask = _kspace(), torch.arange(40) % 3 == 0
+    image = zero_filled_rss(kspace, mask)[:, 8:40, 4:36]
+    mean = image.mean(dim=(-2, -1), keepdim=True)
+    out = method.reconstruct(kspace, mask, target_shape=(32, 32))[:, 8:40, 4:36]
+    out_plain = plain.reconstruct(kspace, mask, target_shape=(32, 32))[:, 8:40, 4:36]
+    assert torch.allclose(out - image, out_plain - mean, rtol=1e-5, atol=1e-5)
+    assert (out - image).abs().max() > 1e-3  # the loaded last layer is not zeroed
