@@ -144,6 +144,17 @@ def test_a_study_resolves_a_base_label(tmp_path: Path) -> None:
     assert [job.name for job in prepare_jobs] == ["unet"] and set(experiments[0].uses) == {"unet", "unet-ttt"}
     job = with_prepared(experiments[0], {"unet": {**TINY, "checkpoint": "x.ckpt"}})
     assert job.payload["methods"]["unet-ttt"].config["base"] == {**TINY, "checkpoint": "x.ckpt"}
+    # A shift remedy trains its standard per domain itself: the base of its ttt remedy is waited for,
+    # not filled in (the demo's ttt-anatomy-shift once got the standard's checkpoint and refused it).
+    (tmp_path / "brain").mkdir()
+    shift = {**raw, "data": {**raw["data"], "brain": str(tmp_path / "brain")},
+             "experiments": {"gap": {"kind": "remedy", "against": "shift", "standard": "unet",
+                                     "remedies": ["unet-ttt"], "source": "knee", "target": "brain"}}}
+    _, (gap,) = plan(validate(shift), tmp_path / "out2")
+    assert set(gap.uses) == {"unet", "unet-ttt"}
+    job = with_prepared(gap, {"unet": {**TINY, "checkpoint": "x.ckpt"}})
+    assert "checkpoint" not in job.payload["methods"]["unet"].config
+    assert job.payload["methods"]["unet-ttt"].config["base"] == {**TINY, "checkpoint": "x.ckpt"}
 
 
 def test_prepare_trains_the_base_once_for_the_wrapper(data: Path, checkpoint: str, tmp_path: Path) -> None:

@@ -89,9 +89,9 @@ def _method_input(entry: MethodEntry) -> MethodInput:
 def _experiment_job(exp: ExperimentEntry, study: Study, out: Path, identities: dict, method_keys: dict) -> Job:
     cls = experiment_type(exp.kind)
     data_labels, labels = cls.references(exp.spec)
-    uses = tuple(cls.prepared_methods(exp.spec))
-    bases = {label: study.methods[label].base for label in uses if study.methods[label].base is not None}
-    uses = (*uses, *sorted(set(bases.values()) - set(uses)))  # a wrapper waits for its base's preparation
+    prepared = tuple(cls.prepared_methods(exp.spec))
+    bases = {label: study.methods[label].base for label in prepared if study.methods[label].base is not None}
+    uses = (*prepared, *sorted(set(bases.values()) - set(prepared)))  # a wrapper waits for its base's preparation
     keys = {label: method_keys[label] if label in uses else _key(_method_input(study.methods[label]))
             for label in labels}
     key = _key({"kind": exp.kind, "spec": exp.spec, "methods": keys,
@@ -99,6 +99,7 @@ def _experiment_job(exp: ExperimentEntry, study: Study, out: Path, identities: d
                 "annotations": _file_text(getattr(exp.spec, "annotations", None))})
     payload = {"kind": exp.kind, "spec": exp.spec, "data": {n: study.data[n] for n in data_labels},
                "methods": {label: _method_input(study.methods[label]) for label in labels}, "bases": bases,
+               "prepared": prepared,  # filled in by with_prepared (a wrapper's base alone is only waited for)
                "cache": str(out / "cache"), "units": str(out / "store" / "units")}
     settings = to_mapping(exp.spec)
     record = {"settings": settings, "data": {n: str(study.data[n].domain.root) for n in data_labels},
@@ -122,7 +123,8 @@ def with_prepared(job: Job, configs: dict[str, dict[str, Any]]) -> Job:
             return {**config, wrapped_setting(config): configs[bases[label]]}
         return configs.get(label, config)
 
-    methods = {label: replace(method, config=prepared(label, method.config)) if label in job.uses else method
+    methods = {label: replace(method, config=prepared(label, method.config)) if label in job.payload["prepared"]
+               else method
                for label, method in job.payload["methods"].items()}
     return replace(job, payload={**job.payload, "methods": methods},
                    record={**job.record, "methods": {label: m.config for label, m in methods.items()}})
