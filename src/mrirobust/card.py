@@ -40,14 +40,14 @@ RANDOM = "random"  # the attack's random-noise control (experiments.attack.RANDO
 class CardPreset:
     """The card's study size: images per experiment, the attack's budget and the models' effort."""
 
-    images: int = 3  # attacked and perturbed slices (the costly experiments)
-    recon_images: int = 6
+    images: int = 8  # attacked and perturbed slices (the costly experiments)
+    recon_images: int = 8
     eps: float = 0.05
-    attack_steps: int = 3
+    attack_steps: int = 5
     l1_iters: int = 30
     l1_lams: tuple[float, ...] = (0.001, 0.004)
     unet: Mapping[str, Any] | None = None  # unet-small settings (default: the preset's own)
-    epochs: int = 2
+    epochs: int = 10
     kinds: tuple[str, ...] = ("motion", "noise")
     levels: int = 5
     batch_size: int = 4
