@@ -80,6 +80,12 @@ def holdout_split(mask: torch.Tensor, fraction: float, seed: int) -> tuple[torch
     return mask & ~held, held
 
 
+def zero_filled_phase(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """The unit phase (B, H, W) of the SENSE-combined zero-filled image of the `mask` samples."""
+    phase = sense_combine(ifft2c(kspace * mask), maps)
+    return phase / phase.abs().clamp_min(torch.finfo(phase.real.dtype).tiny)
+
+
 def relative_error(estimate: torch.Tensor, kspace: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """||where (estimate - y)||^2 / ||where y||^2 per slice (B,)."""
     residual = torch.where(where, estimate - kspace, 0).abs().square().flatten(1).sum(dim=1)
@@ -139,22 +145,25 @@ class TestTimeTraining(Reconstructor):
             raise ConfigError("base", f"{self.base['name']!r} has no `model` module and `reconstruct_with`")
 
     def estimate_kspace(self, module: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
-                        maps: torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
-        """The network's k-space estimate (B, C, H, W) from the measurement `mask` samples."""
+                        maps: torch.Tensor | None = None, phase: torch.Tensor | None = None,
+                        **meta: Any) -> torch.Tensor:
+        """The network's k-space estimate (B, C, H, W) from the measurement `mask` samples; a base
+        without its own estimate needs the coil `maps` and the `phase` of the zero-filled image of
+        those samples (`zero_filled_phase`: fixed while fine-tuning, so computed once per slice)."""
         own = getattr(self.built, "kspace_with", None)
         if callable(own):
             return own(module, kspace * mask, mask, **meta)
         image = self.built.reconstruct_with(module, kspace * mask, mask, **meta)  # magnitude (B, H, W)
-        phase = sense_combine(ifft2c(kspace * mask), maps)
-        phase = phase / phase.abs().clamp_min(torch.finfo(image.dtype).tiny)
         return fft2c(maps * (image * phase)[:, None])
 
     def fine_tune(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> tuple[nn.Module, torch.Tensor]:
         """One slice (1, C, H, W): the fine-tuned module with the lowest held-back loss, and the
         (fit, held-back) losses of every evaluated iterate, (iterates, 2); iterate 0 is the base."""
         fit, held = holdout_split(mask, self.holdout, self.seed)
-        if "maps" not in meta and not callable(getattr(self.built, "kspace_with", None)):
-            meta["maps"] = coil_maps(self.espirit, kspace, mask, None)
+        if not callable(getattr(self.built, "kspace_with", None)):
+            if "maps" not in meta:
+                meta["maps"] = coil_maps(self.espirit, kspace, mask, None)
+            meta["phase"] = zero_filled_phase(kspace, fit, meta["maps"])
         module = copy.deepcopy(self.built.model).to(kspace.device).eval()
         best = copy.deepcopy(module.state_dict())
         optimizer = torch.optim.Adam(module.parameters(), lr=self.lr)
