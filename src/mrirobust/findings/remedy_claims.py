@@ -45,7 +45,7 @@ def gap_closed(rows: Rows, rules: Rules = Rules()) -> Verdict | None:
     items = []
     for remedy in R.remedies(shifted):
         matrix = R.paired(shifted, R.gap_arms(remedy), metric)
-        gap = bootstrap_item(f"{R.standard(shifted)}'s {domains} gap", [matrix], R.shift_gap, rules)
+        gap = bootstrap_item(f"{R.standard(shifted)}'s {domains} gap", [matrix], R.second_minus_first, rules)
         closed = bootstrap_item(f"{remedy}: fraction of the {domains} gap closed", [matrix], R.gap_closed, rules)
         if gap.verdict != HOLDS:
             gap_text = "no CI" if gap.estimate is None else f"{gap.estimate:.4g} [{gap.low:.4g}, {gap.high:.4g}]"

@@ -33,7 +33,6 @@ from mrirobust.robustness.remedy_analysis import (
     quality,
     remedies,
     second_minus_first,
-    shift_gap,
     shift_name,
     standard,
     threats,
@@ -81,7 +80,7 @@ def gaps(rows: Sequence[Mapping[str, Any]], metric: str) -> list[tuple[str, np.n
     found = []
     for remedy in remedies(shifted):
         matrix = paired(shifted, gap_arms(remedy), metric)
-        found.append((remedy, matrix, estimate(matrix, shift_gap), estimate(matrix, gap_closed)))
+        found.append((remedy, matrix, estimate(matrix, second_minus_first), estimate(matrix, gap_closed)))
     return found
 
 

@@ -90,13 +90,9 @@ def gap_closed(means: list[np.ndarray]) -> np.ndarray:
         return (m[..., 2] - m[..., 0]) / (m[..., 1] - m[..., 0])
 
 
-def shift_gap(means: list[np.ndarray]) -> np.ndarray:
-    """The standard's gap: Q->Q minus P->Q."""
-    return means[0][..., 1] - means[0][..., 0]
-
-
 def second_minus_first(means: list[np.ndarray]) -> np.ndarray:
-    """Of a two-arm matrix: the second arm's mean minus the first's (remedy - standard as a gain)."""
+    """The second arm's mean minus the first's: of a two-arm matrix the gain remedy - standard, of a
+    gap matrix (`gap_arms`) the standard's shift gap Q->Q - P->Q."""
     return means[0][..., 1] - means[0][..., 0]
 
 
