@@ -80,6 +80,9 @@ def test_remedy_against_shift_attack_and_perturbation_through_the_study(data, tm
         cost = R.costs(rows[name])
         assert [(r[schema.METHOD], r["role"]) for r in cost][0][1] == "standard" and len(cost) == 2
         assert all(r["seconds_per_slice"] > 0 and r["device"] == "cpu" for r in cost)
+    # training time: the unet standard's run as its checkpoint recorded it; sense has no weights
+    trained = {r[schema.METHOD]: r["train_seconds"] for r in R.costs(rows["gap"])}
+    assert trained["unet"] > 0 and trained["sense"] is None
     # the verdicts: one R1 (from the shift experiment), two R2 (attack, perturb), each with n 3
     findings = json.loads((out / "findings.json").read_text())["verdicts"]
     claims = [(v["claim"], v["experiment"]) for v in findings if v["claim"] in ("R1", "R2")]
@@ -92,6 +95,7 @@ def test_remedy_against_shift_attack_and_perturbation_through_the_study(data, tm
     assert len([f for f in figures if f.endswith("remedy_gap.png")]) == 1
     assert len([f for f in figures if f.endswith("remedy_ssim_curves.png")]) == 2
     assert "Shift gap closed" in page and "s / slice" in page and "not recorded" in page
+    assert f"{trained['unet']:.4g} s" in page
 
 
 def _gap_rows(shifted: list[float], in_domain: list[float], remedy: list[float]) -> list[dict]:

@@ -15,7 +15,7 @@ from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.methods.base import Reconstructor
-from mrirobust.workflows.train import TrainConfig, train
+from mrirobust.workflows.train import TrainConfig, train, training_seconds
 from mrirobust.physics.combine import zero_filled_rss
 
 
@@ -111,6 +111,20 @@ def test_same_seed_same_weights_and_resume_after_interruption_gives_identical_we
     straight, resumed = _weights(tmp_path / "straight" / "last.ckpt"), _weights(result.last)
     for key in straight:
         torch.testing.assert_close(straight[key], resumed[key], rtol=0, atol=0)
+    # the run's training time: every epoch's wall clock, the resumed run's two sessions together
+    epochs = [h["seconds"] for h in result.history]
+    assert len(epochs) == 3 and all(s > 0 for s in epochs)
+    assert training_seconds(result.last) == pytest.approx(sum(epochs))
+    assert training_seconds(result.best) == training_seconds(result.last)  # a best.ckpt: its run's whole time
+
+
+def test_training_seconds_is_none_for_a_checkpoint_without_epoch_times(data, tmp_path):
+    result = train(TINY, data[0], None, tmp_path, config(epochs=1))
+    state = torch.load(result.last, weights_only=True)
+    state["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in state["history"]]
+    torch.save(state, tmp_path / "older.ckpt")
+    torch.save(state["state_dict"], tmp_path / "weights_only.pt")
+    assert training_seconds(tmp_path / "older.ckpt") is None and training_seconds(tmp_path / "weights_only.pt") is None
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):

@@ -44,7 +44,7 @@ from mrirobust.experiments.perturb import KIND_NAMES, SWEEP, Perturb, PerturbSpe
 from mrirobust.experiments.recon import DATA_HELP
 from mrirobust.experiments.shift import AnatomyShift, TargetShiftSpec
 from mrirobust.experiments.spec import setting
-from mrirobust.methods.base import build, describe
+from mrirobust.methods.base import build, describe, wrapped_setting
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.robustness.remedy_analysis import (
     COST,
@@ -54,6 +54,7 @@ from mrirobust.robustness.remedy_analysis import (
     STANDARD,
 )
 from mrirobust.workflows.prepare import Model, prepare
+from mrirobust.workflows.train import training_seconds
 
 MODES = ("shift", "attack", "perturb")
 SHIFT_KEY = "shift"  # the prefix of the shift mode's units (one inner experiment for every method)
@@ -224,7 +225,8 @@ class Remedy(Experiment):
         seconds = time.perf_counter() - began
         row = {"part": COST, "against": self.spec.against, schema.METHOD: label, "role": self.role(label),
                "standard": self.spec.standard, "seconds_per_slice": seconds / len(batch.samples),
-               "slices": len(batch.samples), "device": str(batch.full.device), schema.VERSION: mrirobust.__version__}
+               "slices": len(batch.samples), "device": str(batch.full.device),
+               "train_seconds": trained_for(method), schema.VERSION: mrirobust.__version__}
         return UnitResult([row])
 
     def timed(self, label: str) -> tuple[Any, Any, MaskSpec]:
@@ -245,6 +247,17 @@ class Remedy(Experiment):
         settings = {"against": self.spec.against, "standard": self.spec.standard,
                     "remedies": list(self.spec.remedies), "source": self.spec.source, "target": self.spec.target}
         return UnitResult([row for result in results for row in result.rows], settings)
+
+
+def trained_for(method: Any) -> float | None:
+    """Seconds the weights `method` uses took to train (a wrapper's: its wrapped method's), as its
+    training run recorded them; None for methods without trained weights or without a record."""
+    config = method.config() if callable(getattr(method, "config", None)) else {}
+    wraps = wrapped_setting(config) if config else None
+    if wraps is not None and isinstance(config.get(wraps), Mapping):
+        config = config[wraps]
+    checkpoint = config.get("checkpoint")
+    return training_seconds(checkpoint) if checkpoint else None
 
 
 def synchronise(tensor: torch.Tensor) -> None:

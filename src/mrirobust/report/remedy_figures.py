@@ -50,7 +50,7 @@ CAPTIONS = {
                           "each perturbation vs severity); bands: 95% bootstrap CI over images (n in the panel "
                           "title).",
 }
-NOT_RECORDED = "not recorded"  # the trainer stores no training time with a prepared model
+NOT_RECORDED = "not recorded"  # no trained weights, or a run (another trainer, an older version) without times
 COST_HEADER = "test time / slice (x standard)"
 
 
@@ -72,6 +72,11 @@ def _cost(rows: Sequence[Mapping[str, Any]], remedy: str) -> str:
     if mine is None:
         return NOT_RECORDED
     return f"{mine:.3g} s ({mine / base:.3g}x)" if base else f"{mine:.3g} s"
+
+
+def _trained(row: Mapping[str, Any]) -> str:
+    seconds = row.get("train_seconds")
+    return f"{seconds:.4g} s" if isinstance(seconds, (int, float)) and math.isfinite(seconds) else NOT_RECORDED
 
 
 def gaps(rows: Sequence[Mapping[str, Any]], metric: str) -> list[tuple[str, np.ndarray, Estimate, Estimate]]:
@@ -119,10 +124,11 @@ def cost_table(rows: Sequence[Mapping[str, Any]]) -> Table | None:
     found = costs(rows)
     if not found:
         return None
-    body = [[r[schema.METHOD], r["role"], f"{r['seconds_per_slice']:.4g}", r["slices"], r["device"], NOT_RECORDED]
+    body = [[r[schema.METHOD], r["role"], f"{r['seconds_per_slice']:.4g}", r["slices"], r["device"], _trained(r)]
             for r in found]
     return ("Cost: seconds per slice of one batch's reconstruction at test time (wall clock, on the machine "
-            "of the run; one measurement, no CI) and training time",
+            "of the run; one measurement, no CI) and the wall-clock training time of the weights it uses (as "
+            "its training run recorded it, on that run's machine; a wrapper's: its base's)",
             [schema.METHOD, "role", "s / slice", "slices", "device", "training time"], body)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -322,6 +323,7 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
             print(f"resuming from {result.last} after epoch {start_epoch}")
 
     for epoch in range(start_epoch, config.epochs):
+        began = time.perf_counter()
         loader_data.epoch = epoch
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -356,6 +358,7 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
             if val_idx:
                 entry["val_ssim"] = validate(method, val_samples, val_idx, config.mask_spec, str(device),
                                              config.batch_size)
+            entry["seconds"] = time.perf_counter() - began  # the epoch's wall clock, validation included
             result.history.append(entry)
             state = {"method": _config_without_checkpoint(info), "state_dict": model.state_dict(),
                      "optimizer": optimizer.state_dict(),
@@ -368,6 +371,20 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
             if config.progress:
                 print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
     return result
+
+
+def training_seconds(checkpoint: str | Path) -> float | None:
+    """Wall-clock seconds of the whole run that wrote `checkpoint` (a `best.ckpt` is read through
+    its run's `last.ckpt`, which holds every epoch), or None where the run recorded no times
+    (other trainers' checkpoints, runs of versions before the epoch time was kept)."""
+    path = Path(checkpoint)
+    if path.name == BEST and (path.parent / CHECKPOINT).exists():
+        path = path.parent / CHECKPOINT
+    state = load_checkpoint(path)
+    history = state.get("history") if isinstance(state, Mapping) else None
+    if not history or any("seconds" not in entry for entry in history):
+        return None
+    return float(sum(entry["seconds"] for entry in history))
 
 
 def _config_without_checkpoint(info: MethodInfo) -> dict[str, Any]:
