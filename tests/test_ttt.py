@@ -15,6 +15,8 @@ from mrirobust.methods.base import build, describe
 from mrirobust.methods.ttt import holdout_split
 from mrirobust.metrics import ssim
 from mrirobust.physics.masks import MaskSpec
+from mrirobust.robustness.attack_settings import PgdSettings, Scope
+from mrirobust.robustness.attacks import attack, pgd, transfer
 from mrirobust.study.config import validate
 from mrirobust.study.jobs import plan, with_prepared
 from mrirobust.workflows.prepare import Model, PrepareSettings, needs_preparing, prepare
@@ -167,3 +169,15 @@ def test_prepare_trains_the_base_once_for_the_wrapper(data: Path, checkpoint: st
     adapted = prepare(Model("unet-ttt", "U-net", wrapper), domain, settings)
     assert adapted.config == {**wrapper, "base": plain.config} and len(list(tmp_path.glob("*/done.yaml"))) == 1
     build(adapted.config)
+
+
+def test_an_attack_on_ttt_is_pgd_on_its_base_scored_on_ttt(data: Path, checkpoint: str) -> None:
+    kspace, mask, _, meta = measured(data)
+    method, eps = ttt(checkpoint, iters=3, lr=1e-3), 0.05
+    result = attack(method, kspace, mask, eps, {"steps": 2}, Scope(seed=3), **meta)
+    on_base = pgd(method.built, kspace, mask, eps, PgdSettings(steps=2), Scope(seed=3), **meta)
+    assert result.attack == "transfer-pgd" and result.settings["surrogate"] == "unet-small"
+    assert torch.equal(result.perturbation, on_base.perturbation)  # the base's perturbation, exactly
+    assert float(result.perturbation.norm()) <= eps * float(kspace.norm()) * (1 + 1e-5)
+    assert torch.equal(result.perturbed, method.reconstruct(kspace + result.perturbation, mask, **meta))
+    assert transfer(method, kspace, mask, eps, PgdSettings(steps=2), Scope(seed=3), **meta).attack == "transfer-pgd"

@@ -186,6 +186,10 @@ class TestTimeTraining(Reconstructor):
         module.load_state_dict(best)
         return module, torch.stack(losses)
 
+    def attack_surrogate(self) -> Reconstructor:
+        """The base network, which attacks differentiate in place of the fine-tuning (a transfer attack)."""
+        return self.built
+
     def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
         mask = check_mask(mask, kspace.shape).to(kspace.device)
         mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)

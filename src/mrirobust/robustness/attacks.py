@@ -11,6 +11,8 @@ Every attack maximises the reconstruction change 1/2 ||f(y) - f(y + z)||^2 over 
   loss and the perturbation are optimised jointly, then the method is re-run on y + z.
 - `worst_case_linear`: the exact optimum for a linear reconstruction (power iteration), the
   reference the attacks are tested against.
+- `transfer`: methods that name a differentiable `attack_surrogate()` (test-time training: its
+  base network): PGD on the surrogate, the perturbation scored on the method (a lower bound).
 - `random_perturbation`: Gaussian z of the same norm, the baseline every attack is compared with.
 
 Attacks read the traits, never the class name, and work on a whole batch at once: budgets, step
@@ -64,7 +66,7 @@ class AttackResult:
     perturbed: torch.Tensor  # (B, h, w)
     objective: torch.Tensor  # (B,)
     method: str
-    attack: str  # "pgd", "pgd-adam", "two-step" or "random"
+    attack: str  # "pgd", "pgd-adam", "transfer-pgd", "two-step" or "random"
     eps: float
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -301,14 +303,30 @@ def two_step(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
     return result
 
 
+def transfer(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
+             settings: PgdSettings = PgdSettings(), scope: Scope = Scope(), **meta: Any) -> AttackResult:
+    """PGD on the differentiable method `method.attack_surrogate()` returns (test-time training: its
+    base network), scored on `method` itself: a transfer attack, so a lower bound on the method's
+    worst case (the white-box attack would differentiate through its per-slice optimisation)."""
+    surrogate = method.attack_surrogate()
+    found = pgd(surrogate, kspace, mask, eps, settings, scope, **meta)
+    result = apply_perturbation(method, kspace, mask, found.perturbation, eps, attack="transfer-pgd", scope=scope,
+                                **meta)
+    result.settings = {**found.settings, "surrogate": _label(surrogate)}
+    return result
+
+
 def attack(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
            settings: Mapping[str, Any] | None = None, scope: Scope = Scope(), **meta: Any) -> AttackResult:
     """The attack a method's traits call for: PGD if differentiable (l1 too, through its unrolled
-    fixed-iteration FISTA), else the two-step attack if optimisation-based. `settings` are flat
+    fixed-iteration FISTA), else a transfer attack from its `attack_surrogate()` where it names one
+    (ttt: its base), else the two-step attack if optimisation-based. `settings` are flat
     (`split_settings`): each attack takes its own keys and leaves the other's."""
     pgd_settings, two_step_settings = split_settings(settings or {})
     if getattr(method, "differentiable", False):
         return pgd(method, kspace, mask, eps, pgd_settings, scope, **meta)
+    if callable(getattr(method, "attack_surrogate", None)):
+        return transfer(method, kspace, mask, eps, pgd_settings, scope, **meta)
     if getattr(method, "optimisation_based", False):
         return two_step(method, kspace, mask, eps, two_step_settings, scope, **meta)
     raise ConfigError("attack", f"no attack applies to {_label(method)!r} ({_traits(method)}): it must be "
