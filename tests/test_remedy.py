@@ -182,3 +182,20 @@ def test_a_standard_without_a_target_version_is_refused_before_compute(data, tmp
     with pytest.raises(ConfigError, match="experiments.gap.standard: 'zero-filled' is neither trained nor tuned"):
         run_study(_study(data, gap=experiment), tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "store").exists()
+
+
+def test_remedy_against_perturbations_compares_each_methods_own_worst_case(data, tmp_path):
+    experiment = {"kind": "remedy", "against": "perturb", "standard": "zero-filled", "remedies": ["sense"],
+                  "data": "knee", "kinds": ["noise"], "images": 2, "worst_case": True,
+                  "search": {"trials": 2, "refine": 0, "attack_steps": 2}}
+    out = run_study(_study(data, worst=experiment), tmp_path / "out", device="cpu", progress=False)
+    rows = _rows(out)["worst"]
+    assert R.threats(rows) == [("noise", [0.0, 0.25, 0.5, 0.75, 1.0]), ("noise (worst case)", [1.0])]
+    worst = R.paired(rows, [R.level_arm("noise (worst case)", 1.0, m) for m in ("zero-filled", "sense")], SSIM)
+    swept = R.paired(rows, [R.level_arm("noise", 1.0, m) for m in ("zero-filled", "sense")], SSIM)
+    assert worst.shape == swept.shape == (2, 2)
+    assert (worst <= swept + 1e-6).all()  # the search starts from the swept draw: never better than it
+    curves = {r["perturbation"] for r in R.curve_rows(rows)}
+    assert curves == {"noise", "noise (worst case)"}
+    verdict = r2(rows)
+    assert [item.what.split(":")[0] for item in verdict.items] == ["noise at 1", "noise (worst case) at 1"]

@@ -22,6 +22,7 @@ MASK, MASK_SEED = "mask", "mask_seed"
 VERSION = "mrirobust_version"
 STATUS, REASON = "status", "reason"  # "ok" or "failed", and why
 SSIM_VARIANT = "ssim_variant"
+SWEEP, WORST, SAMPLES = "sweep", "worst_case", "samples"  # the perturb kind's `part`: sweep, worst case, check
 
 PSNR, NMSE, MSE = "psnr", NMSE_NAME, MSE_NAME
 METRICS = ("ssim", PSNR, NMSE, MSE)

@@ -44,7 +44,7 @@ from mrirobust.robustness import worst_case as W
 
 KIND_NAMES = tuple(P.KINDS)
 RESERVED = ("severity", "seed", "params")  # set by the experiment, not by settings
-SWEEP, WORST, SAMPLES = "sweep", "worst_case", "samples"  # the `part` column
+SWEEP, WORST, SAMPLES = schema.SWEEP, schema.WORST, schema.SAMPLES  # the `part` column
 SAMPLING = P.SamplingShift.kind
 
 

@@ -40,7 +40,7 @@ from mrirobust.experiments.base import (
     check_labels,
     register,
 )
-from mrirobust.experiments.perturb import KIND_NAMES, SWEEP, Perturb, PerturbSpec
+from mrirobust.experiments.perturb import KIND_NAMES, SWEEP, WORST, Perturb, PerturbSpec, SearchSettings
 from mrirobust.experiments.recon import DATA_HELP
 from mrirobust.experiments.shift import AnatomyShift, TargetShiftSpec
 from mrirobust.experiments.spec import setting
@@ -80,6 +80,9 @@ class RemedySpec:
     levels: int = setting(5, help="perturb: severities 0 .. max_severity", minimum=5)
     max_severity: float = setting(1.0, help="perturb: the largest severity", minimum=0.0)
     settings: dict[str, Any] | None = setting(None, help="perturb: per-kind settings (YAML: {motion: {shots: 20}})")
+    worst_case: bool = setting(False, help="perturb: also each method's own worst case of each kind per image, "
+                                           "at search.severity (as the perturb kind)")
+    search: SearchSettings = setting(SearchSettings(), flag="--search", help="perturb: worst-case search settings")
     train: dict[str, Any] | None = setting(None, help="shift: training settings of the standard (TrainConfig)")
     tune_images: int = setting(4, help="shift: validation slices a tuned standard is tuned on", minimum=1)
     seed: int = setting(0, help="seeds the attacks and the perturbation draws", minimum=0)
@@ -108,7 +111,7 @@ class RemedySpec:
         if self.against == "attack":
             return AttackSpec(eps=self.eps, attack=self.attack, **sliced)
         return PerturbSpec(kinds=self.kinds, levels=self.levels, max_severity=self.max_severity,
-                           settings=self.settings, **sliced)
+                           settings=self.settings, worst_case=self.worst_case, search=self.search, **sliced)
 
 
 class ShiftGap(AnatomyShift):
@@ -177,8 +180,9 @@ class Remedy(Experiment):
         units = []
         for key, experiment in self.inner.items():
             for unit in experiment.units():
-                if unit.identity.get("attacked") == RANDOM or unit.identity.get("part") not in (None, "clean", SWEEP):
-                    continue  # the attack's random control and perturb's extra parts are not compared
+                if unit.identity.get("attacked") == RANDOM or unit.identity.get("part") not in (None, "clean", SWEEP,
+                                                                                                  WORST):
+                    continue  # the attack's random control and perturb's "more samples" check are not compared
                 units.append(Unit(f"{key}/{unit.name}", unit.identity, (key, unit)))
         first = {label: next(u for u in units if self.label_of(u) == label) for label in self.labels}
         units += [Unit(f"cost-{label}", {"part": COST, "of": first[label].identity, "device": self.inputs.device,

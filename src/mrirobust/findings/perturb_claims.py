@@ -20,7 +20,7 @@ P1_RULE = ("per perturbation kind and image, each method's SSIM loss averaged ov
 
 def _areas(rows: Sequence[Mapping[str, Any]], kind: str, methods: list[str], loss: str) -> np.ndarray:
     """(images, methods) area under each method's loss curve over the severities of `kind`."""
-    mine = [r for r in rows if r.get("part") == "sweep" and r["perturbation"] == kind
+    mine = [r for r in rows if r.get("part") == schema.SWEEP and r["perturbation"] == kind
             and r.get(schema.STATUS, "ok") == "ok"]
     severities = sorted({float(r["severity"]) for r in mine})
     if len(severities) < 2:
@@ -49,7 +49,7 @@ def _margin(worst: int):
 
 def fastest_degradation(rows: Sequence[Mapping[str, Any]], rules: Rules = Rules()) -> Verdict:
     """P1: per kind, does one method lose clearly more SSIM over the sweep than every other?"""
-    sweep = [r for r in rows if r.get("part") == "sweep"]
+    sweep = [r for r in rows if r.get("part") == schema.SWEEP]
     if not sweep:
         return missing("P1", P1, P1_RULE, "no sweep rows")
     loss = schema.loss_column(schema.ssim_column(sweep))

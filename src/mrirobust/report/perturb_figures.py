@@ -24,7 +24,7 @@ from mrirobust.report.registry import KindReport, Table, register
 from mrirobust.report.tables import format_table, ok_rows
 from mrirobust.robustness.worst_case import more_samples_worse
 
-SWEEP, WORST, SAMPLES = "sweep", "worst_case", "samples"
+SWEEP, WORST, SAMPLES = schema.SWEEP, schema.WORST, schema.SAMPLES  # the `part` column
 CAPTIONS = {
     "ssim_curves": "SSIM vs severity, one panel per perturbation (severity 0: the clean data; 1: the kind's strong "
                    "but plausible level, docs/perturbations.md), every method; bands: 95% bootstrap CI over images "

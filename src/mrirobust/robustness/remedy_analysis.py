@@ -24,6 +24,7 @@ STANDARD, REMEDY = "standard", "remedy"
 SHIFTED, IN_DOMAIN = "shifted", "in-domain"
 COST = "cost"
 ATTACK = "own attack"  # the threat of the attack mode's rows (each method under its own attack)
+WORST_SUFFIX = " (worst case)"
 
 Rows = Sequence[Mapping[str, Any]]
 Arm = Mapping[str, Any]  # column values a row must have to belong to the arm
@@ -96,14 +97,19 @@ def second_minus_first(means: list[np.ndarray]) -> np.ndarray:
     return means[0][..., 1] - means[0][..., 0]
 
 
+def threat_of(row: Mapping[str, Any]) -> str:
+    """A quality row's threat: the own attack, a perturbation kind's sweep (its name) or its worst case."""
+    if "eps" in row:
+        return ATTACK
+    return f"{row['perturbation']}{WORST_SUFFIX}" if row.get("part") == schema.WORST else row["perturbation"]
+
+
 def threats(rows: Rows) -> list[tuple[str, list[float]]]:
-    """Each threat (`attack`, or a perturbation kind) with its levels (eps or severities), in order."""
+    """Each threat (`threat_of`) with its levels (eps or severities), in order."""
     found: dict[str, set[float]] = {}
     for row in quality(rows):
-        if "eps" in row:
-            found.setdefault(ATTACK, set()).add(float(row["eps"]))
-        elif "severity" in row:
-            found.setdefault(row["perturbation"], set()).add(float(row["severity"]))
+        if "eps" in row or "severity" in row:
+            found.setdefault(threat_of(row), set()).add(float(row["eps" if "eps" in row else "severity"]))
     return [(threat, sorted(levels)) for threat, levels in found.items()]
 
 
@@ -111,12 +117,17 @@ def level_arm(threat: str, level: float, method: str) -> Arm:
     """The rows of `method` under `threat` at `level` (eps or severity)."""
     if threat == ATTACK:
         return {schema.METHOD: method, "eps": level}
-    return {schema.METHOD: method, "perturbation": threat, "severity": level}
+    if threat.endswith(WORST_SUFFIX):
+        return {schema.METHOD: method, "perturbation": threat.removesuffix(WORST_SUFFIX), "severity": level,
+                "part": schema.WORST}
+    return {schema.METHOD: method, "perturbation": threat, "severity": level, "part": schema.SWEEP}
 
 
 def curve_rows(rows: Rows) -> list[dict[str, Any]]:
-    """Quality rows as quality-vs-severity curves take them: the attack's eps as its severity."""
-    return [{**r, "perturbation": ATTACK, "severity": r["eps"]} if "eps" in r else dict(r) for r in quality(rows)]
+    """Quality rows as quality-vs-severity curves take them, one curve per threat: the attack's eps as
+    its severity; the worst cases (one severity) as points apart from the sweep."""
+    return [{**r, "perturbation": threat_of(r), "severity": r["eps" if "eps" in r else "severity"]}
+            for r in quality(rows)]
 
 
 def estimate(matrix: np.ndarray, statistic: Statistic, *, confidence: float = 0.95, resamples: int = 4000,
