@@ -51,7 +51,7 @@ CAPTIONS = {
                           "title).",
 }
 NOT_RECORDED = "not recorded"  # no trained weights, or a run (another trainer, an older version) without times
-COST_HEADER = "test time / slice (x standard)"
+COST_HEADER = "test time / slice (x standard); training time"
 
 
 def _metric(rows: Sequence[Mapping[str, Any]], family: str) -> str | None:
@@ -66,12 +66,15 @@ def _fmt(e: Estimate, digits: int = 4) -> str:
 
 
 def _cost(rows: Sequence[Mapping[str, Any]], remedy: str) -> str:
-    """The remedy's test-time seconds per slice and its ratio to the standard's (same run)."""
-    seconds = {r[schema.METHOD]: r["seconds_per_slice"] for r in costs(rows)}
-    mine, base = seconds.get(remedy), seconds.get(standard(rows))
+    """The remedy's test-time seconds per slice, its ratio to the standard's (same run), and the
+    training time of its weights."""
+    found = {r[schema.METHOD]: r for r in costs(rows)}
+    mine, base = found.get(remedy), found.get(standard(rows))
     if mine is None:
         return NOT_RECORDED
-    return f"{mine:.3g} s ({mine / base:.3g}x)" if base else f"{mine:.3g} s"
+    seconds, reference = mine["seconds_per_slice"], base["seconds_per_slice"] if base else None
+    test = f"{seconds:.3g} s ({seconds / reference:.3g}x)" if reference else f"{seconds:.3g} s"
+    return f"{test}; trained {_trained(mine)}"
 
 
 def _trained(row: Mapping[str, Any]) -> str:
