@@ -74,7 +74,7 @@ def _cost(rows: Sequence[Mapping[str, Any]], remedy: str) -> str:
         return NOT_RECORDED
     seconds, reference = mine["seconds_per_slice"], base["seconds_per_slice"] if base else None
     test = f"{seconds:.3g} s ({seconds / reference:.3g}x)" if reference else f"{seconds:.3g} s"
-    return f"{test}; trained {_trained(mine)}"
+    return f"{test}; training {_trained(mine)}"
 
 
 def _trained(row: Mapping[str, Any]) -> str:
