@@ -60,6 +60,9 @@ def test_a2_adversarial_vs_random():
     assert adversarial_vs_random(_attack_rows(_two(0.1, 0.02, random=0.01), FAMILIES)).verdict == HOLDS
     verdict = adversarial_vs_random(_attack_rows(_two(0.012, 0.02, random=0.01), FAMILIES))
     assert verdict.verdict == FAILS and verdict.headline.estimate == pytest.approx((0.012 - 2 * 0.01) * 100)
+    # noise that raises the score (a negative random loss) counts as no loss: the attack must still hurt
+    raised = adversarial_vs_random(_attack_rows(_two(-0.02, 0.0, random=-0.04), FAMILIES))
+    assert raised.verdict == FAILS and raised.headline.estimate == pytest.approx(-0.02 * 100)
     no_control = {k: v for k, v in _two(0.1, 0.02).items() if k[0] != "random"}
     assert adversarial_vs_random(_attack_rows(no_control, FAMILIES)).verdict == INCONCLUSIVE
 
