@@ -1,7 +1,7 @@
 """Test-time training on the anatomy shift: knee-trained unet-small on brain slices, with and without TTT.
 
-SSIM (fastMRI's, volume maximum) on the first `--images` brain test slices at 4x random masks
-(fastMRI per-file seeds): P->Q (knee-trained), TTT of it, and Q->Q (brain-trained, when given),
+SSIM (fastMRI's, volume maximum) on the first `--images` brain test slices at 4x `--mask` masks
+(fastMRI per-file seeds; the demo's brain data use equispaced_fraction): P->Q (knee-trained), TTT of it, and Q->Q (brain-trained, when given),
 with "gap closed" = (TTT - P->Q) / (Q->Q - P->Q) and a bootstrap CI over the slices; plus seconds
 per slice of TTT. Checkpoints come from `mrirobust train unet-small ...` (see bench/README.md).
 """
@@ -30,16 +30,21 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--loss", choices=("l1", "l2"), default="l2")
+    parser.add_argument("--maps", choices=("centre", "espirit"), default="espirit")
+    parser.add_argument("--noise-bias", action="store_true", help="remove the RSS noise bias (ttt noise_bias)")
+    parser.add_argument("--mask", default="random", help="mask type, e.g. equispaced_fraction")
     args = parser.parse_args()
     dataset = SliceDataset(args.brain)
     samples = [dataset[i] for i in range(min(args.images, len(dataset)))]
     base = {"name": "unet-small", "checkpoint": args.knee_ckpt}
     methods = {"P->Q": build(base),
                "TTT": build({"name": "ttt", "base": base, "iters": args.iters, "lr": args.lr,
-                             "holdout": args.holdout, "patience": args.patience})}
+                             "holdout": args.holdout, "patience": args.patience, "loss": args.loss,
+                             "maps": args.maps, "noise_bias": args.noise_bias})}
     if args.brain_ckpt:
         methods["Q->Q"] = build({"name": "unet-small", "checkpoint": args.brain_ckpt})
-    mask = MaskSpec("random", (0.08,), (4,))
+    mask = MaskSpec(args.mask, (0.08,), (4,))
     scores, seconds = {}, {}
     for label, method in methods.items():
         began = time.perf_counter()

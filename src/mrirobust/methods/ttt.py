@@ -1,9 +1,9 @@
 """Test-time training (Darestani, Liu & Heckel, ICML 2022): fine-tune a trained network on one measurement.
 
 For each slice, a copy of the base method's network is fine-tuned with Adam on the self-supervised
-data-consistency loss
+data-consistency loss (`loss`: l2, or l1 as the authors' normalised l1)
 
-    L_fit(theta) = ||M_fit (k(theta) - y)||^2 / ||M_fit y||^2,
+    L_fit(theta) = ||M_fit (k(theta) - y)||_p^p / ||M_fit y||_p^p,
 
 k(theta) the network's k-space estimate from the fit part of the measurement (input M_fit y), and
 stopped early on the same loss over the held-back locations M_held (self-validation): the weights
@@ -17,9 +17,19 @@ for fitting, and `holdout` of the other measured locations are held back, drawn 
 slice (the same slice gets the same split whatever batch it is in).
 
 k-space estimate: a base offering `kspace_with(module, kspace, mask, **meta)` (VarNet: its final
-cascade's k-space) is used as is; otherwise (the U-net's magnitude image) the image gets the phase
-of the zero-filled SENSE-combined image and goes through A = F S with ESPIRiT maps (or meta
-`maps=`) of the measurement.
+cascade's k-space) is used as is. Otherwise the base returns a magnitude image (the U-net's RSS
+image m), which needs a complex coil model A to reach k-space:
+
+- `maps: centre`: coil images S_i m with S_i = x_i / RSS(x) of the low-resolution coil images
+  x_i of the centre band, which carry each coil's sensitivity and the image phase in one map and
+  reproduce RSS(S m) = m. `maps: espirit` (default): ESPIRiT maps (or meta `maps=`) times the
+  phase of the zero-filled SENSE image (the aliasing of the zero-filled image corrupts that phase).
+- `noise_bias` (default off): an RSS image is not a magnitude of coil images: its square carries
+  the coils' noise power, E RSS^2 = |x|^2 + sum_i sigma_i^2, which no S m reproduces (fitting it
+  pulls the dim regions' noise floor down by about sqrt(coils); SSIM, mostly decided there, falls).
+  So m is mapped to sqrt(max(m^2 - sum_i sigma_i^2, 0)) first, sigma_i estimated (`noise_power`)
+  from the readout-oversampling rows outside meta `target_shape`, which hold only noise; without
+  such rows the bias is taken as 0.
 
 Protocol for a base (built-in U-net and VarNet, plug-ins alike): `trainable` with its weights in
 `model` (a torch Module) and `reconstruct_with(module, kspace, mask, **meta)`; optionally
@@ -34,6 +44,7 @@ fine-tuning per slice by wall-clock time, which makes a run that hits it depend 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,7 +58,7 @@ from mrirobust.methods.base import Reconstructor, build, describe, register
 from mrirobust.methods.baselines import coil_maps
 from mrirobust.methods.settings import at_least
 from mrirobust.methods.varnet import low_frequency_count
-from mrirobust.physics.combine import sense_combine
+from mrirobust.physics.combine import rss, sense_combine
 from mrirobust.physics.espirit import EspiritSettings
 from mrirobust.physics.fft import fft2c, ifft2c
 from mrirobust.physics.masks import check_mask
@@ -86,10 +97,35 @@ def zero_filled_phase(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tens
     return phase / phase.abs().clamp_min(torch.finfo(phase.real.dtype).tiny)
 
 
-def relative_error(estimate: torch.Tensor, kspace: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """||where (estimate - y)||^2 / ||where y||^2 per slice (B,)."""
-    residual = torch.where(where, estimate - kspace, 0).abs().square().flatten(1).sum(dim=1)
-    energy = torch.where(where, kspace, 0).abs().square().flatten(1).sum(dim=1)
+def centre_maps(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Combined sensitivity-and-phase maps (B, C, H, W): the centre band's coil images over their RSS."""
+    low = ifft2c(kspace * centre_band(mask))
+    norm = rss(low)[:, None]
+    return low / norm.clamp_min(1e-3 * norm.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(norm.dtype).tiny))
+
+
+def noise_power(kspace: torch.Tensor, mask: torch.Tensor, target_shape: tuple[int, int] | None) -> torch.Tensor:
+    """sum_i sigma_i^2 (B,): the coils' noise power per image pixel of fully sampled data, the bias
+    of RSS^2. Read from the zero-filled coil images' rows outside the target's rows (readout
+    oversampling), with the median for robustness (median |n|^2 = sigma^2 ln 2 for complex Gaussian
+    noise) and divided by the sampled fraction; 0 when the target spans every row."""
+    height = kspace.shape[-2]
+    rows = height if target_shape is None else min(int(target_shape[0]), height)
+    if rows == height:
+        return torch.zeros(kspace.shape[0], device=kspace.device)
+    images = ifft2c(kspace * mask)
+    top = (height - rows) // 2
+    margin = torch.cat([images[..., :top, :], images[..., top + rows:, :]], dim=-2)
+    per_coil = margin.abs().square().flatten(2).median(dim=2).values / math.log(2)  # (B, C)
+    fraction = mask.flatten(1).float().mean(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    return per_coil.sum(dim=1) / fraction
+
+
+def relative_error(estimate: torch.Tensor, kspace: torch.Tensor, where: torch.Tensor, power: int = 2) -> torch.Tensor:
+    """||where (estimate - y)||_p^p / ||where y||_p^p per slice (B,), p = `power` (1 or 2)."""
+    norm = (lambda x: x.abs().square()) if power == 2 else (lambda x: x.abs())
+    residual = norm(torch.where(where, estimate - kspace, 0)).flatten(1).sum(dim=1)
+    energy = norm(torch.where(where, kspace, 0)).flatten(1).sum(dim=1)
     return residual / energy.clamp_min(torch.finfo(energy.dtype).tiny)
 
 
@@ -101,7 +137,8 @@ class TestTimeTraining(Reconstructor):
     `iters`: most Adam steps per slice; `lr`: Adam's step; `holdout`: fraction of the measured
     locations (outside the centre band) held back for early stopping; `patience`: stop once the
     held-back loss has not improved for this many iterations; `seconds`: optional time budget per
-    slice; `seed`: the split. ESPIRiT settings are for bases without a k-space estimate (U-net).
+    slice; `seed`: the split; `loss`: l1 or l2. `maps` (centre or espirit), `noise_bias` and the
+    ESPIRiT settings are for bases without a k-space estimate (U-net); see the module docstring.
     """
 
     __test__ = False  # not a pytest test class despite its name
@@ -113,6 +150,9 @@ class TestTimeTraining(Reconstructor):
     patience: int = 10
     seconds: float | None = None
     seed: int = 0
+    loss: str = "l2"
+    maps: str = "espirit"
+    noise_bias: bool = False
     espirit: EspiritSettings = EspiritSettings()
     built: Any = field(init=False, repr=False, compare=False)
 
@@ -127,6 +167,9 @@ class TestTimeTraining(Reconstructor):
             raise ConfigError("lr", f"{settings['lr']!r} must be > 0")
         if not 0 < settings["holdout"] < 1:
             raise ConfigError("holdout", f"{settings['holdout']!r} must lie strictly between 0 and 1")
+        for name, allowed in (("loss", ("l1", "l2")), ("maps", ("centre", "espirit"))):
+            if settings[name] not in allowed:
+                raise ConfigError(name, f"{settings[name]!r} must be one of {', '.join(allowed)}")
         try:
             base = describe(settings["base"])
         except ConfigError as error:
@@ -146,32 +189,46 @@ class TestTimeTraining(Reconstructor):
 
     def estimate_kspace(self, module: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
                         maps: torch.Tensor | None = None, phase: torch.Tensor | None = None,
-                        **meta: Any) -> torch.Tensor:
+                        bias: torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
         """The network's k-space estimate (B, C, H, W) from the measurement `mask` samples; a base
-        without its own estimate needs the coil `maps` and the `phase` of the zero-filled image of
-        those samples (`zero_filled_phase`: fixed while fine-tuning, so computed once per slice)."""
+        without its own estimate needs the coil `maps`, the image `phase` and the RSS noise power
+        `bias` (B,) (`coil_model`: fixed while fine-tuning, so computed once per slice)."""
         own = getattr(self.built, "kspace_with", None)
         if callable(own):
             return own(module, kspace * mask, mask, **meta)
         image = self.built.reconstruct_with(module, kspace * mask, mask, **meta)  # magnitude (B, H, W)
+        if bias is not None:
+            power = bias[:, None, None]
+            image = (image.square() - power).clamp_min(0).add(1e-12 * power + torch.finfo(image.dtype).tiny).sqrt()
         return fft2c(maps * (image * phase)[:, None])
+
+    def coil_model(self, kspace: torch.Tensor, mask: torch.Tensor, fit: torch.Tensor,
+                   meta: Mapping[str, Any]) -> dict[str, Any]:
+        """`maps`, `phase` and `bias` of a magnitude base's k-space model (see the module docstring)."""
+        if self.maps == "centre":  # given sensitivity maps lack the phase: not used here
+            model = {"maps": centre_maps(kspace, mask), "phase": torch.ones_like(kspace[:, 0])}
+        else:
+            maps = meta["maps"] if "maps" in meta else coil_maps(self.espirit, kspace, mask, None)
+            model = {"maps": maps, "phase": zero_filled_phase(kspace, fit, maps)}
+        if self.noise_bias:
+            model["bias"] = noise_power(kspace, mask, meta.get("target_shape"))
+        return model
 
     def fine_tune(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> tuple[nn.Module, torch.Tensor]:
         """One slice (1, C, H, W): the fine-tuned module with the lowest held-back loss, and the
         (fit, held-back) losses of every evaluated iterate, (iterates, 2); iterate 0 is the base."""
         fit, held = holdout_split(mask, self.holdout, self.seed)
         if not callable(getattr(self.built, "kspace_with", None)):
-            if "maps" not in meta:
-                meta["maps"] = coil_maps(self.espirit, kspace, mask, None)
-            meta["phase"] = zero_filled_phase(kspace, fit, meta["maps"])
+            meta = {**meta, **self.coil_model(kspace, mask, fit, meta)}
+        power = 1 if self.loss == "l1" else 2
         module = copy.deepcopy(self.built.model).to(kspace.device).eval()
         best = copy.deepcopy(module.state_dict())
         optimizer = torch.optim.Adam(module.parameters(), lr=self.lr)
         began, losses, best_loss, best_at = time.perf_counter(), [], float("inf"), 0
         for step in range(self.iters + 1):
             estimate = self.estimate_kspace(module, kspace, fit, **meta)
-            fit_loss = relative_error(estimate, kspace, fit).sum()
-            held_loss = relative_error(estimate.detach(), kspace, held).sum()
+            fit_loss = relative_error(estimate, kspace, fit, power).sum()
+            held_loss = relative_error(estimate.detach(), kspace, held, power).sum()
             losses.append(torch.stack([fit_loss.detach(), held_loss]))
             value = float(held_loss)  # the one host sync per iteration: the stop decision
             if value < best_loss:
