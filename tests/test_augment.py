@@ -12,8 +12,8 @@ from mrirobust.data.sample import Sample, SampleMeta
 from mrirobust.errors import ConfigError
 from mrirobust.physics.combine import rss
 from mrirobust.physics.fft import center_crop, ifft2c, pad_to
-from tests.test_train import TINY, _weights, config, data, root  # noqa: F401 (fixtures)
 from mrirobust.workflows.train import _MaskedSlices, train
+from tests.test_train import TINY, _weights, config, data, root  # noqa: F401 (fixtures)
 
 
 def _sample(shape: tuple[int, int], crop: tuple[int, int], padding: tuple[int, int] | None = None) -> Sample:
