@@ -44,13 +44,7 @@ from mrirobust.methods.settings import at_least, checked_settings, one_of
 from mrirobust.methods.unet import check_state_dict, load_checkpoint
 from mrirobust.metrics import ssim
 from mrirobust.physics.fft import center_crop
-from mrirobust.physics.l2ball import (
-    ball_radius,
-    ball_step,
-    fit_to_ball,
-    measurement_noise,
-    per_slice,
-)
+from mrirobust.physics.l2ball import adversarial_perturbation, measurement_noise
 from mrirobust.physics.masks import MASK_KINDS, MaskSpec
 
 LOSSES = ("l1", "ssim")
@@ -200,21 +194,6 @@ def _masked(sample: Sample, spec: MaskSpec, seed: Any = None) -> Sample:
     """The sample under-sampled by a drawn mask (per-file seed unless `seed` is given)."""
     mask, _ = draw_mask(sample, spec, seed=seed)
     return Sample(kspace=sample.kspace * mask, meta=sample.meta, target=sample.target, mask=mask)
-
-
-def adversarial_perturbation(loss_of: Callable[[torch.Tensor], torch.Tensor], kspace: torch.Tensor,
-                             mask: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """z (B, C, H, W) on the mask with ||z|| <= eps ||kspace|| per sample exactly that ascends
-    `loss_of(kspace + z)`: `steps` projected normalised-gradient steps one radius long from z = 0
-    (unlike the attacks' objective, a training loss has a gradient there), as `attacks.pgd` steps."""
-    radius = ball_radius(kspace, None, eps)
-    scale, ones = per_slice(radius, kspace.ndim), torch.ones_like(radius)
-    u = torch.zeros_like(kspace)
-    for _ in range(steps):
-        u.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss_of(kspace + scale * u), u)
-        u = ball_step(u.detach(), grad, 1.0, ones, mask)
-    return fit_to_ball(scale * u, kspace, None, eps, mask)
 
 
 def _batch_loss(method: Any, modules: tuple[torch.nn.Module, torch.nn.Module], batch: Mapping[str, Any],
