@@ -38,7 +38,6 @@ from mrirobust.physics.masks import MaskSpec
 from mrirobust.workflows.train import TrainConfig, train
 
 
-
 def _demo_training(label: str) -> TrainConfig:
     """The training settings of the demo study's method `label` (study/demo.yaml), its mask being the default."""
     return TrainConfig(**{k: v for k, v in demo_config()["methods"][label]["train"].items() if k != "data"})
