@@ -14,7 +14,7 @@ from mrirobust.hashing import digest
 from mrirobust.physics.l2ball import ball_radius, measurement_noise, norms
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.workflows.train import (
-    ROBUSTNESS_OFF,
+    OPTIONAL_OFF,
     TrainConfig,
     adversarial_perturbation,
     run_identity,
@@ -22,7 +22,7 @@ from mrirobust.workflows.train import (
 )
 from tests.test_train import TINY, TinyTrained, _weights, config, data, root  # noqa: F401 (fixtures)
 
-NEW_FIELDS = ("jitter", "adversarial", "adversarial_steps")
+NEW_FIELDS = ("jitter", "adversarial", "adversarial_steps", "augment")
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -46,7 +46,7 @@ def test_settings_off_keep_identities_of_runs_from_before_they_existed():
     assert digest(TrainConfig(lr=0.01, adversarial_steps=9).identity()) == digest(before)  # steps matter only when on
     on = TrainConfig(jitter=0.1, adversarial=0.02).identity()
     assert on["jitter"] == 0.1 and on["adversarial"] == 0.02 and on["adversarial_steps"] == 3
-    assert set(ROBUSTNESS_OFF) | {"adversarial_steps"} == set(NEW_FIELDS)
+    assert set(OPTIONAL_OFF) | {"adversarial_steps"} == set(NEW_FIELDS)
 
 
 def test_measurement_noise_has_norm_sigma_times_y_on_the_measured_locations():
@@ -70,8 +70,7 @@ def test_jittered_samples_are_seeded_per_seed_epoch_slice(data):  # noqa: F811
     from mrirobust.workflows.train import _MaskedSlices
 
     train_set, _ = data
-    spec = MaskSpec("random", (0.16,), (4,))
-    jittered, clean = _MaskedSlices(train_set, [0, 1], spec, 0, 0.1), _MaskedSlices(train_set, [0, 1], spec, 0)
+    jittered, clean = _MaskedSlices(train_set, [0, 1], config(jitter=0.1)), _MaskedSlices(train_set, [0, 1], config())
     first, again, plain = jittered[0], jittered[0], clean[0]
     assert torch.equal(first.kspace, again.kspace) and torch.equal(first.mask, plain.mask)
     noise = first.kspace - plain.kspace

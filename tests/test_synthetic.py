@@ -140,7 +140,7 @@ def test_same_patient_at_two_resolutions():
 
 def test_presets_and_bad_configs(tmp_path):
     demo = PRESETS["demo"]
-    assert {(c.anatomy, c.split, c.num_volumes) for c in demo} >= {("knee", "train", 8), ("brain", "test", 2)}
+    assert {(c.anatomy, c.split, c.num_volumes) for c in demo} >= {("knee", "train", 32), ("brain", "test", 2)}
     assert all(c.num_coils == 8 and c.shape == (160, 160) for c in demo if c.folder is None)
     # the dataset shift's second knee "scanner": other patients, coils and SNR, the same image size
     scanner, = (c for c in demo if c.folder is not None)

@@ -227,6 +227,7 @@ def test_torchrun_data_parallel_on_cpu(root, tmp_path):
 @pytest.mark.parametrize("flags, field", [
     (["--lr", "-1"], "lr"), (["--batch-size", "0"], "batch_size"), (["--batch-size", "-1"], "batch_size"),
     (["--epochs", "0"], "epochs"), (["--epochs", "-2"], "epochs"), (["--workers", "-3"], "num_workers"),
+    (["--augment", "rotate"], "augment"),
 ])
 def test_cli_train_rejects_bad_settings_in_one_line_before_any_compute(root, tmp_path, capsys, flags, field):
     from mrirobust.cli import main

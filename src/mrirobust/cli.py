@@ -115,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         acceleration=args.acceleration, center_fraction=args.center_fraction, mask_type=args.mask_type,
         seed=args.seed, device=args.device, amp=args.amp, num_workers=args.workers,
         max_train_slices=args.max_slices, max_val_slices=args.max_slices, jitter=args.jitter,
-        adversarial=args.adversarial, adversarial_steps=args.adversarial_steps,
+        adversarial=args.adversarial, adversarial_steps=args.adversarial_steps, augment=args.augment,
     )
     data = SliceDataset(args.data, slices=args.slices)
     val = SliceDataset(args.val, slices=args.slices) if args.val else None
@@ -315,6 +315,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adversarial", type=FINITE, default=0.0, metavar="EPS",
                    help="train on PGD perturbations ||z|| <= EPS ||y|| of the loss (0: off)")
     p.add_argument("--adversarial-steps", type=int, default=3, metavar="N", help="PGD steps per batch (with --adversarial)")
+    p.add_argument("--augment", default="none", help="none | flips (random up-down/left-right mirroring of the "
+                                                     "training slices) | dihedral (flips and transposes)")
     _add_recon_options(p, count=int)
     p.set_defaults(run=cmd_train, batch_size=1)
 

@@ -21,7 +21,7 @@ from mrirobust.errors import ConfigError
 from mrirobust.methods.base import Reconstructor, register, register_preset
 from mrirobust.methods.settings import at_least
 from mrirobust.physics.combine import rss
-from mrirobust.physics.fft import center_crop, ifft2c
+from mrirobust.physics.fft import center_crop, ifft2c, pad_to
 from mrirobust.physics.masks import check_mask
 
 # --- the network -------------------------------------------------------------------------------
@@ -177,13 +177,6 @@ def crop_size(height: int, width: int, target_shape: tuple[int, int] | None) -> 
         side = min(height, width)
         return side, side
     return min(int(target_shape[0]), height), min(int(target_shape[1]), width)
-
-
-def pad_to(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Zero-pad the last two axes to `shape`, the inverse of `center_crop`'s placement."""
-    (height, width), (h, w) = shape, image.shape[-2:]
-    top, left = (height - h) // 2, (width - w) // 2
-    return F.pad(image, [left, width - w - left, top, height - h - top])
 
 
 class TrainedNetwork(Reconstructor):

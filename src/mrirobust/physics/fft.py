@@ -7,6 +7,7 @@ complex tensors and transform the last two axes (or one given axis).
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 
 def fft2c(x: torch.Tensor) -> torch.Tensor:
@@ -29,3 +30,10 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     top = (height - shape[0]) // 2
     left = (width - shape[1]) // 2
     return x[..., top : top + shape[0], left : left + shape[1]]
+
+
+def pad_to(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad the last two axes to `shape`, the inverse of `center_crop`'s placement."""
+    (height, width), (h, w) = shape, image.shape[-2:]
+    top, left = (height - h) // 2, (width - w) // 2
+    return F.pad(image, [left, width - w - left, top, height - h - top])

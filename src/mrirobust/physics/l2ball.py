@@ -8,6 +8,8 @@ radius 1 per slice is the common case.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -93,3 +95,18 @@ def measurement_noise(kspace: torch.Tensor, mask: torch.Tensor, sigma: float,
     count = measured.flatten(1).sum(dim=1).clamp_min(1).to(kspace.real.dtype)
     noise = torch.randn(kspace.shape, generator=generator, dtype=kspace.dtype, device=kspace.device) * measured
     return noise * per_slice(sigma * norms(y) / count.sqrt(), kspace.ndim)
+
+
+def adversarial_perturbation(loss_of: Callable[[torch.Tensor], torch.Tensor], kspace: torch.Tensor,
+                             mask: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """z (B, C, H, W) on the mask with ||z|| <= eps ||kspace|| per sample exactly that ascends
+    `loss_of(kspace + z)`: `steps` projected normalised-gradient steps one radius long from z = 0
+    (unlike the attacks' objective, a training loss has a gradient there), as `attacks.pgd` steps."""
+    radius = ball_radius(kspace, None, eps)
+    scale, ones = per_slice(radius, kspace.ndim), torch.ones_like(radius)
+    u = torch.zeros_like(kspace)
+    for _ in range(steps):
+        u.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_of(kspace + scale * u), u)
+        u = ball_step(u.detach(), grad, 1.0, ones, mask)
+    return fit_to_ball(scale * u, kspace, None, eps, mask)

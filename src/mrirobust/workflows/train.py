@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from mrirobust import schema
 from mrirobust.atomic import atomic_path
+from mrirobust.data.augment import transformed
 from mrirobust.data.dataset import collate_samples
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, MriRobustError
@@ -44,13 +45,7 @@ from mrirobust.methods.settings import at_least, checked_settings, one_of
 from mrirobust.methods.unet import check_state_dict, load_checkpoint
 from mrirobust.metrics import ssim
 from mrirobust.physics.fft import center_crop
-from mrirobust.physics.l2ball import (
-    ball_radius,
-    ball_step,
-    fit_to_ball,
-    measurement_noise,
-    per_slice,
-)
+from mrirobust.physics.l2ball import adversarial_perturbation, measurement_noise
 from mrirobust.physics.masks import MASK_KINDS, MaskSpec
 
 LOSSES = ("l1", "ssim")
@@ -66,6 +61,10 @@ RESUMABLE_CHANGES = ("epochs", "device", "progress", "num_workers")
 SMALL_GPU_BYTES = 16 * 2**30
 # The robustness settings at their "off" values: left out of a run's identity while off.
 ROBUSTNESS_OFF = {"jitter": 0.0, "adversarial": 0.0}
+# Every optional setting at its "off" value (added after runs existed): left out while off.
+OPTIONAL_OFF = {**ROBUSTNESS_OFF, "augment": "none"}
+# "flips": up-down and/or left-right mirroring; "dihedral": also transposed (square targets).
+AUGMENTS = ("none", "flips", "dihedral")
 
 
 @dataclass
@@ -101,6 +100,10 @@ class TrainConfig:
     # locations; the step then trains on y + z
     adversarial: float = 0.0
     adversarial_steps: int = 3
+    # AUGMENTS: mirror every training slice up-down and left-right (each with probability 1/2) and,
+    # "dihedral", transpose it (1/2), drawn per (seed, epoch, slice) (`data.augment.transformed`):
+    # more variety from a small training set, and no preferred orientation of edges
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         checked_settings(TrainConfig, asdict(self))
@@ -120,6 +123,7 @@ class TrainConfig:
         if not 0 < settings["center_fraction"] < 1:
             raise ConfigError("center_fraction", f"{settings['center_fraction']!r} must be in (0, 1)")
         one_of(settings, "mask_type", MASK_KINDS)
+        one_of(settings, "augment", AUGMENTS)
         for name, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS)):
             if settings[name] is not None:
                 one_of(settings, name, choices)
@@ -141,10 +145,10 @@ class TrainConfig:
 
 
 def run_identity(values: Mapping[str, Any]) -> dict[str, Any]:
-    """TrainConfig values (also a checkpoint's, which may predate the robustness settings) with
-    jitter and adversarial (and its steps) left out while they are off."""
-    values = {**ROBUSTNESS_OFF, **values}
-    off = [k for k, v in ROBUSTNESS_OFF.items() if values[k] == v]
+    """TrainConfig values (also a checkpoint's, which may predate the optional settings) with
+    jitter, adversarial (and its steps) and augment left out while they are off."""
+    values = {**OPTIONAL_OFF, **values}
+    off = [k for k, v in OPTIONAL_OFF.items() if values[k] == v]
     off += ["adversarial_steps"] if "adversarial" in off else []
     return {k: v for k, v in values.items() if k not in off}
 
@@ -159,45 +163,38 @@ class TrainResult:
 
 
 class _MaskedSlices(Dataset):
-    """Samples with a training mask (and jitter noise, if any) seeded by (seed, epoch, index):
-    reproducible, new each epoch."""
+    """Samples (transformed per `config.augment`) with a training mask (and jitter noise, if any)
+    seeded by (seed, epoch, index): reproducible, new each epoch."""
 
-    def __init__(self, samples: Any, indices: Sequence[int], spec: MaskSpec, seed: int, jitter: float = 0.0) -> None:
-        self.samples, self.indices, self.spec, self.seed, self.jitter = samples, list(indices), spec, seed, jitter
+    def __init__(self, samples: Any, indices: Sequence[int], config: TrainConfig) -> None:
+        self.samples, self.indices, self.config = samples, list(indices), config
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> Sample:
-        seed = (self.seed, self.epoch, self.indices[i])
-        sample = _masked(self.samples[self.indices[i]], self.spec, seed=seed)
-        if not self.jitter:
+        seed = (self.config.seed, self.epoch, self.indices[i])
+        sample = self.samples[self.indices[i]]
+        if self.config.augment != "none":
+            coins = torch.rand(3, generator=_generator("augment", seed)) < 0.5
+            sample = transformed(sample, [d for d, coin in zip((-2, -1), coins) if coin],
+                                 transpose=bool(coins[2]) and self.config.augment == "dihedral")
+        sample = _masked(sample, self.config.mask_spec, seed=seed)
+        if not self.config.jitter:
             return sample
-        generator = torch.Generator().manual_seed(int(digest(["jitter", *seed], 15), 16))
-        noise = measurement_noise(sample.kspace[None], sample.mask, self.jitter, generator)[0]
+        noise = measurement_noise(sample.kspace[None], sample.mask, self.config.jitter, _generator("jitter", seed))[0]
         return Sample(kspace=sample.kspace + noise, meta=sample.meta, target=sample.target, mask=sample.mask)
+
+
+def _generator(purpose: str, seed: tuple[int, int, int]) -> torch.Generator:
+    return torch.Generator().manual_seed(int(digest([purpose, *seed], 15), 16))
 
 
 def _masked(sample: Sample, spec: MaskSpec, seed: Any = None) -> Sample:
     """The sample under-sampled by a drawn mask (per-file seed unless `seed` is given)."""
     mask, _ = draw_mask(sample, spec, seed=seed)
     return Sample(kspace=sample.kspace * mask, meta=sample.meta, target=sample.target, mask=mask)
-
-
-def adversarial_perturbation(loss_of: Callable[[torch.Tensor], torch.Tensor], kspace: torch.Tensor,
-                             mask: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """z (B, C, H, W) on the mask with ||z|| <= eps ||kspace|| per sample exactly that ascends
-    `loss_of(kspace + z)`: `steps` projected normalised-gradient steps one radius long from z = 0
-    (unlike the attacks' objective, a training loss has a gradient there), as `attacks.pgd` steps."""
-    radius = ball_radius(kspace, None, eps)
-    scale, ones = per_slice(radius, kspace.ndim), torch.ones_like(radius)
-    u = torch.zeros_like(kspace)
-    for _ in range(steps):
-        u.requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss_of(kspace + scale * u), u)
-        u = ball_step(u.detach(), grad, 1.0, ones, mask)
-    return fit_to_ball(scale * u, kspace, None, eps, mask)
 
 
 def _batch_loss(method: Any, modules: tuple[torch.nn.Module, torch.nn.Module], batch: Mapping[str, Any],
@@ -299,7 +296,12 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
 
     train_idx = list(range(len(train_samples)))[: config.max_train_slices]
     val_idx = list(range(len(val_samples)))[: config.max_val_slices] if val_samples is not None else []
-    loader_data = _MaskedSlices(train_samples, train_idx, config.mask_spec, config.seed, config.jitter)
+    if config.augment == "dihedral" and train_idx:
+        shape = tuple(train_samples[train_idx[0]].require_target().shape)
+        if shape[0] != shape[1]:
+            raise ConfigError("augment", f"'dihedral' transposes the target, which must be square, not {shape}; "
+                                         "use 'flips'")
+    loader_data = _MaskedSlices(train_samples, train_idx, config)
     sampler = torch.utils.data.DistributedSampler(loader_data, seed=config.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(config.seed)
 
@@ -410,7 +412,7 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     changed = next((k for k in [*current, *saved] if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)),
                    None)
     if changed is not None:
-        was, now = ({**ROBUSTNESS_OFF, **values}.get(changed) for values in (state["train_config"], asdict(config)))
+        was, now = ({**OPTIONAL_OFF, **values}.get(changed) for values in (state["train_config"], asdict(config)))
         raise ConfigError(changed, f"{path} was trained with {changed}={was!r}, not {now!r}; {fresh}")
     try:
         model.load_state_dict(state["state_dict"])
