@@ -32,16 +32,27 @@ from mrirobust.physics.fft import center_crop, fft2c, ifft2c
 from mrirobust.physics.masks import check_mask
 
 
+OFFSETS = ("mean", "input", "zero")
+
+
 class NormUnet(nn.Module):
     """U-net on one complex image: (N, 1, H, W) complex -> (N, 1, H, W) complex.
 
     The real and imaginary parts are two channels, each shifted and scaled by its own mean and
     (unbiased) std, zero-padded to a multiple of 16 in H and W, and the scaling undone after.
+    `offset` is what the rescaled U-net output is added to: "mean" (fastMRI's), "input" (the
+    U-net learns a correction of x) or "zero" (it learns an update from nothing); with the last
+    two the last 1x1 convolution starts at zero, so a new module starts as x or as 0 exactly.
     """
 
-    def __init__(self, chans: int, num_pools: int, drop_prob: float = 0.0) -> None:
+    def __init__(self, chans: int, num_pools: int, drop_prob: float = 0.0, offset: str = "mean") -> None:
         super().__init__()
+        self.offset = offset
         self.unet = Unet(2, 2, chans=chans, num_pool_layers=num_pools, drop_prob=drop_prob)
+        if offset != "mean":
+            last = self.unet.up_conv[-1][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.cat([x.real, x.imag], dim=1)  # (N, 2, H, W)
@@ -50,7 +61,8 @@ class NormUnet(nn.Module):
         std = flat.std(dim=2)[..., None, None]
         height, width = parts.shape[-2:]
         padded = pad_to((parts - mean) / std, (_multiple_of_16(height), _multiple_of_16(width)))
-        out = center_crop(self.unet(padded), (height, width)) * std + mean
+        base = {"mean": mean, "input": parts, "zero": 0}[self.offset]
+        out = center_crop(self.unet(padded), (height, width)) * std + base
         return torch.complex(out[:, :1], out[:, 1:])
 
 
@@ -79,10 +91,11 @@ class SensitivityModel(nn.Module):
     placement: from (W - n + 1) // 2); given as an int or (B,) tensor, else read off the mask.
     """
 
-    def __init__(self, chans: int, num_pools: int, drop_prob: float = 0.0, mask_center: bool = True) -> None:
+    def __init__(self, chans: int, num_pools: int, drop_prob: float = 0.0, mask_center: bool = True,
+                 offset: str = "mean") -> None:
         super().__init__()
         self.mask_center = mask_center
-        self.norm_unet = NormUnet(chans, num_pools, drop_prob=drop_prob)
+        self.norm_unet = NormUnet(chans, num_pools, drop_prob=drop_prob, offset=offset)
 
     def forward(self, kspace: torch.Tensor, mask: torch.Tensor,
                 num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
@@ -124,11 +137,14 @@ class VarNet(nn.Module):
     """
 
     def __init__(self, num_cascades: int = 12, sens_chans: int = 8, sens_pools: int = 4, chans: int = 18,
-                 pools: int = 4, mask_center: bool = True, checkpoint_cascades: bool = False) -> None:
+                 pools: int = 4, mask_center: bool = True, checkpoint_cascades: bool = False,
+                 residual: bool = False) -> None:
         super().__init__()
         self.checkpoint_cascades = checkpoint_cascades
-        self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
-        self.cascades = nn.ModuleList(VarNetBlock(NormUnet(chans, pools)) for _ in range(num_cascades))
+        self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center=mask_center,
+                                         offset="input" if residual else "mean")
+        self.cascades = nn.ModuleList(VarNetBlock(NormUnet(chans, pools, offset="zero" if residual else "mean"))
+                                      for _ in range(num_cascades))
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
                 num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
@@ -181,6 +197,7 @@ class VarnetRecon(TrainedNetwork):
     mask_center: bool = True
     checkpoint_cascades: bool = False
     resolution_fix: int | None = None
+    residual: bool = False
     model: nn.Module = field(init=False, repr=False, compare=False)
 
     # fastMRI trains its VarNet with an SSIM loss and Adam at lr 3e-4.
@@ -194,7 +211,8 @@ class VarnetRecon(TrainedNetwork):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.model = VarNet(self.num_cascades, self.sens_chans, self.sens_pools, self.chans, self.pools,
-                            mask_center=self.mask_center, checkpoint_cascades=self.checkpoint_cascades)
+                            mask_center=self.mask_center, checkpoint_cascades=self.checkpoint_cascades,
+                            residual=self.residual)
         if self.checkpoint is not None:
             load_weights(self.model, self.checkpoint, prefix="varnet.")
 
