@@ -97,18 +97,24 @@ class SensitivityModel(nn.Module):
     def forward(self, kspace: torch.Tensor, mask: torch.Tensor,
                 num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
         batch, coils, height, width = kspace.shape
-        if self.mask_center:
-            if num_low_frequencies is None or (isinstance(num_low_frequencies, int) and num_low_frequencies == 0):
-                count = low_frequency_count(mask)
-            else:
-                count = torch.as_tensor(num_low_frequencies, device=kspace.device).long().expand(batch)
-            start = (width - count + 1) // 2
-            columns = torch.arange(width, device=kspace.device)
-            centre = (columns >= start[:, None]) & (columns < (start + count)[:, None])
-            kspace = kspace * centre[:, None, None, :]
-        images = ifft2c(kspace).reshape(batch * coils, 1, height, width)
+        images = ifft2c(self.calibration(kspace, mask, num_low_frequencies)).reshape(batch * coils, 1, height, width)
         maps = self.norm_unet(images).reshape(batch, coils, height, width)
         return maps / rss(maps, dim=1)[:, None]
+
+    def calibration(self, kspace: torch.Tensor, mask: torch.Tensor,
+                    num_low_frequencies: int | torch.Tensor | None = None) -> torch.Tensor:
+        """The k-space the maps are computed from: its ACS columns only, with `mask_center`."""
+        if not self.mask_center:
+            return kspace
+        batch, width = kspace.shape[0], kspace.shape[-1]
+        if num_low_frequencies is None or (isinstance(num_low_frequencies, int) and num_low_frequencies == 0):
+            count = low_frequency_count(mask)
+        else:
+            count = torch.as_tensor(num_low_frequencies, device=kspace.device).long().expand(batch)
+        start = (width - count + 1) // 2
+        columns = torch.arange(width, device=kspace.device)
+        centre = (columns >= start[:, None]) & (columns < (start + count)[:, None])
+        return kspace * centre[:, None, None, :]
 
 
 class VarNetBlock(nn.Module):
