@@ -118,6 +118,20 @@ def test_new_residual_varnet_is_zero_filling_with_acs_maps() -> None:
         assert not torch.allclose(model.sens_net(kspace, mask, low), expected, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_output_scales_with_the_kspace(residual: bool) -> None:
+    """Every U-net sees its input normalised and the maps are RSS-normalised, so VarNet(a k) = a VarNet(k):
+    k-space of real images at another intensity scale (x250 here) is no different to it."""
+    torch.manual_seed(0)
+    model = VarNet(**SMALL, residual=residual)
+    for cascade in model.cascades:  # a trained-like state: non-zero updates
+        torch.nn.init.normal_(cascade.model.unet.up_conv[-1][-1].weight, std=0.1)
+    kspace, mask, low = _data()
+    with torch.no_grad():
+        out = model(kspace, mask, low)
+        assert torch.allclose(model(250 * kspace, mask, low), 250 * out, rtol=1e-4, atol=1e-4 * float(out.abs().max()))
+
+
 def test_checkpointed_cascades_give_same_output_and_gradients() -> None:
     _, plain = _pair()
     _, checkpointed = _pair()
