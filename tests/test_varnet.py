@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from fastmri.models import VarNet as FastmriVarNet
+from fastmri import rss_complex
+from fastmri import ifft2c as fastmri_ifft2c
+from fastmri.data.transforms import batched_mask_center
 from fastmri.models.varnet import SensitivityModel as FastmriSensitivityModel
 
 from mrirobust.errors import ConfigError, ShapeError
@@ -77,7 +80,8 @@ def test_full_size_layout_and_parameter_count() -> None:
 def test_variants_have_fastmri_layout(name: str) -> None:
     method = build(name)
     assert method.name == name
-    assert _layout(method.model) == _layout(FastmriVarNet(**VARNET_VARIANTS[name]))
+    architecture = {k: v for k, v in VARNET_VARIANTS[name].items() if k != "residual"}
+    assert _layout(method.model) == _layout(FastmriVarNet(**architecture))
     assert build(method.config()).config() == method.config()
 
 
@@ -90,6 +94,42 @@ def test_method_matches_fastmri_with_column_mask_and_meta_centre() -> None:
     got = checked_reconstruct(method, kspace, column, num_low_frequencies=low, target_shape=(32, 32))
     assert (got - _fastmri(reference, kspace, mask, low)).abs().max() <= 1e-5
     assert method.family == "trained" and method.differentiable and method.trainable
+
+
+def test_new_residual_varnet_is_zero_filling_with_acs_maps() -> None:
+    """A new residual VarNet returns the zero-filled RSS image, with fastMRI's ACS coil images
+    over their RSS as its maps; two training steps move it off both."""
+    torch.manual_seed(0)
+    model = VarNet(**SMALL, residual=True)
+    kspace, mask, low = _data()
+    assert torch.allclose(model(kspace, mask, low), zero_filled_rss(kspace, mask), rtol=1e-5, atol=1e-6)
+    pad, count = FastmriSensitivityModel(4, 2).get_pad_and_num_low_freqs(mask[..., None], low)
+    acs = fastmri_ifft2c(batched_mask_center(torch.view_as_real(kspace), pad, pad + count))
+    expected = torch.view_as_complex(acs / rss_complex(acs, dim=1)[:, None, ..., None])
+    assert torch.allclose(model.sens_net(kspace, mask, low), expected, rtol=1e-4, atol=1e-5)
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(2):  # the maps get a gradient once the cascades' last layers are no longer zero
+        optimiser.zero_grad()
+        model(kspace, mask, low).sum().backward()
+        optimiser.step()
+    with torch.no_grad():
+        assert not torch.allclose(model(kspace, mask, low), zero_filled_rss(kspace, mask), rtol=1e-3, atol=1e-4)
+        assert not torch.allclose(model.sens_net(kspace, mask, low), expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_output_scales_with_the_kspace(residual: bool) -> None:
+    """Every U-net sees its input normalised and the maps are RSS-normalised, so VarNet(a k) = a VarNet(k):
+    k-space of real images at another intensity scale (x250 here) is no different to it."""
+    torch.manual_seed(0)
+    model = VarNet(**SMALL, residual=residual)
+    for cascade in model.cascades:  # a trained-like state: non-zero updates
+        torch.nn.init.normal_(cascade.model.unet.up_conv[-1][-1].weight, std=0.1)
+    kspace, mask, low = _data()
+    with torch.no_grad():
+        out = model(kspace, mask, low)
+        assert torch.allclose(model(250 * kspace, mask, low), 250 * out, rtol=1e-4, atol=1e-4 * float(out.abs().max()))
 
 
 def test_checkpointed_cascades_give_same_output_and_gradients() -> None:
