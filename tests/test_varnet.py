@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fastmri.models import VarNet as FastmriVarNet
-from fastmri import rss_complex
 from fastmri import ifft2c as fastmri_ifft2c
+from fastmri import rss_complex
 from fastmri.data.transforms import batched_mask_center
+from fastmri.models import VarNet as FastmriVarNet
 from fastmri.models.varnet import SensitivityModel as FastmriSensitivityModel
 
 from mrirobust.errors import ConfigError, ShapeError
