@@ -117,6 +117,25 @@ def test_loads_lightning_and_plain_checkpoints(tmp_path) -> None:
         assert method.config()["checkpoint"] == str(path)
 
 
+def test_a_checkpoint_trained_without_residual_is_refused_by_the_residual_preset(tmp_path) -> None:
+    reference, _ = _pair(chans=4, pools=2)
+    small = {"name": "unet-small", "chans": 4, "num_pool_layers": 2}
+    older = tmp_path / "older.ckpt"  # our trainer's record from before `residual` existed: trained without it
+    torch.save({"method": {**small, "drop_prob": 0.0}, "state_dict": reference.state_dict()}, older)
+    with pytest.raises(ConfigError, match=r"^residual: .*older\.ckpt: trained with residual=False; build it with "
+                                          r"`residual: false`"):
+        build({**small, "checkpoint": str(older)})
+    assert build({**small, "checkpoint": str(older), "residual": False}).residual is False
+    newer = tmp_path / "newer.ckpt"
+    torch.save({"method": {**small, "residual": True}, "state_dict": reference.state_dict()}, newer)
+    assert build({**small, "checkpoint": str(newer)}).residual is True
+    with pytest.raises(ConfigError, match="trained with residual=True"):
+        build({**small, "checkpoint": str(newer), "residual": False})
+    plain = tmp_path / "plain.pt"  # fastMRI's files record nothing: the config decides
+    torch.save(reference.state_dict(), plain)
+    assert build({**small, "checkpoint": str(plain)}).residual is True
+
+
 def test_mismatching_checkpoint_names_first_key(tmp_path) -> None:
     path = tmp_path / "wrong.pt"
     torch.save(FastmriUnet(1, 1, chans=4, num_pool_layers=2).state_dict(), path)

@@ -133,11 +133,15 @@ def read_state_dict(source: str | Path | Mapping[str, Any], prefix: str) -> dict
     a trusted file holding other Python objects can be loaded with `torch.load(...,
     weights_only=False)` and passed as a mapping.
     """
-    state = source if isinstance(source, Mapping) else load_checkpoint(source)
+    return _weights_in(source if isinstance(source, Mapping) else load_checkpoint(source), prefix, _label(source))
+
+
+def _weights_in(state: Any, prefix: str, label: str) -> dict[str, torch.Tensor]:
+    """The state_dict in a loaded checkpoint (see `read_state_dict`), its prefix stripped."""
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError("checkpoint", f"{_label(source)}: holds a {type(state).__name__}, not a state_dict")
+        raise ConfigError("checkpoint", f"{label}: holds a {type(state).__name__}, not a state_dict")
     prefixed = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return dict(prefixed or state)
 
@@ -157,9 +161,27 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], label:
         raise ConfigError("checkpoint", f"{label}: {problem} (another architecture?)")
 
 
-def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], prefix: str) -> None:
-    """Load checkpoint weights into `model` strictly; a mismatch raises ConfigError naming its key."""
-    state = read_state_dict(source, prefix)
+def check_residual(checkpoint: Any, residual: bool, label: str) -> None:
+    """A checkpoint our trainer wrote records the method settings it was trained with (`method`);
+    `residual` changes what the same weights compute without changing their shapes, so a mismatch
+    is a one-line error. A record without the key predates the setting: trained without it."""
+    trained = checkpoint.get("method") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(trained, Mapping) or "name" not in trained:
+        return  # fastMRI's and other trainers' files record nothing: the config decides
+    was = bool(trained.get("residual", False))
+    if was != residual:
+        raise ConfigError("residual", f"{label}: trained with residual={was}; build it with `residual: "
+                                      f"{str(was).lower()}` (the {trained['name']} preset now has {residual})")
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], prefix: str,
+                 residual: bool | None = None) -> None:
+    """Load checkpoint weights into `model` strictly; a mismatch raises ConfigError naming its key
+    (or `residual`, where given and the checkpoint records another: `check_residual`)."""
+    checkpoint = source if isinstance(source, Mapping) else load_checkpoint(source)
+    if residual is not None:
+        check_residual(checkpoint, residual, _label(source))
+    state = _weights_in(checkpoint, prefix, _label(source))
     check_state_dict(model, state, _label(source))
     model.load_state_dict(state, strict=True)
 
@@ -241,7 +263,7 @@ class UnetRecon(TrainedNetwork):
         super().__post_init__()
         self.model = Unet(1, 1, chans=self.chans, num_pool_layers=self.num_pool_layers, drop_prob=self.drop_prob)
         if self.checkpoint is not None:
-            load_weights(self.model, self.checkpoint, prefix="unet.")
+            load_weights(self.model, self.checkpoint, prefix="unet.", residual=self.residual)
         elif self.residual:
             last = self.model.up_conv[-1][-1]
             nn.init.zeros_(last.weight)

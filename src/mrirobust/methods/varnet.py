@@ -226,7 +226,7 @@ class VarnetRecon(TrainedNetwork):
                             mask_center=self.mask_center, checkpoint_cascades=self.checkpoint_cascades,
                             residual=self.residual)
         if self.checkpoint is not None:
-            load_weights(self.model, self.checkpoint, prefix="varnet.")
+            load_weights(self.model, self.checkpoint, prefix="varnet.", residual=self.residual)
 
     def reconstruct_with(self, model: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
                          num_low_frequencies: int | torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
