@@ -57,7 +57,7 @@ from mrirobust.errors import ConfigError
 from mrirobust.methods.base import Reconstructor, build, describe, register
 from mrirobust.methods.baselines import coil_maps
 from mrirobust.methods.settings import at_least
-from mrirobust.methods.varnet import low_frequency_count
+from mrirobust.methods.varnet import centre_positions, low_frequency_count
 from mrirobust.physics.combine import rss, sense_combine
 from mrirobust.physics.espirit import EspiritSettings
 from mrirobust.physics.fft import fft2c, ifft2c
@@ -68,14 +68,9 @@ def centre_band(mask: torch.Tensor) -> torch.Tensor:
     """The contiguous sampled centre band (B, 1, Hm, W): columns for a column mask, a square for a 2-D one."""
     count = low_frequency_count(mask)  # (B,)
     height, width = mask.shape[-2:]
-    columns = torch.arange(width, device=mask.device)
-    start = (width - count + 1) // 2
-    band = (columns >= start[:, None]) & (columns < (start + count)[:, None])  # (B, W)
-    band = band[:, None, None, :]
+    band = centre_positions(count, width)[:, None, None, :]
     if height > 1:
-        rows = torch.arange(height, device=mask.device)
-        top = (height - count + 1) // 2
-        band = band & ((rows >= top[:, None]) & (rows < (top + count)[:, None]))[:, None, :, None]
+        band = band & centre_positions(count, height)[:, None, :, None]
     return band & mask
 
 

@@ -86,6 +86,12 @@ class Unet(nn.Module):
                                           nn.Conv2d(chans, out_chans, kernel_size=1)))
         self.up_transpose_conv = nn.ModuleList(UpBlock(2 * w, w) for w in reversed(widths))
 
+    def zero_output(self) -> None:
+        """Zero the last 1x1 convolution: the network then outputs 0 exactly (a residual's start)."""
+        last = self.up_conv[-1][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for block in self.down_sample_layers:
@@ -265,9 +271,7 @@ class UnetRecon(TrainedNetwork):
         if self.checkpoint is not None:
             load_weights(self.model, self.checkpoint, prefix="unet.", residual=self.residual)
         elif self.residual:
-            last = self.model.up_conv[-1][-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            self.model.zero_output()
 
     def reconstruct_with(self, model: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
                          target_shape: tuple[int, int] | None = None, **meta: Any) -> torch.Tensor:

@@ -47,9 +47,7 @@ class NormUnet(nn.Module):
         self.offset = offset
         self.unet = Unet(2, 2, chans=chans, num_pool_layers=num_pools, drop_prob=drop_prob)
         if offset != "mean":
-            last = self.unet.up_conv[-1][-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            self.unet.zero_output()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.cat([x.real, x.imag], dim=1)  # (N, 2, H, W)
@@ -65,6 +63,14 @@ class NormUnet(nn.Module):
 
 def _multiple_of_16(n: int) -> int:
     return 16 * math.ceil(n / 16)
+
+
+def centre_positions(count: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, size) bool: the `count` (B,) central positions of an axis of `size`, placed as fastMRI
+    places its centre (from (size - count + 1) // 2)."""
+    positions = torch.arange(size, device=count.device)
+    start = (size - count + 1) // 2
+    return (positions >= start[:, None]) & (positions < (start + count)[:, None])
 
 
 def low_frequency_count(mask: torch.Tensor) -> torch.Tensor:
@@ -111,10 +117,7 @@ class SensitivityModel(nn.Module):
             count = low_frequency_count(mask)
         else:
             count = torch.as_tensor(num_low_frequencies, device=kspace.device).long().expand(batch)
-        start = (width - count + 1) // 2
-        columns = torch.arange(width, device=kspace.device)
-        centre = (columns >= start[:, None]) & (columns < (start + count)[:, None])
-        return kspace * centre[:, None, None, :]
+        return kspace * centre_positions(count, width)[:, None, None, :]
 
 
 class VarNetBlock(nn.Module):
