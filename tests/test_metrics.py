@@ -205,6 +205,14 @@ def test_bootstrap_ci_deterministic_and_close_to_scipy():
         metrics.bootstrap_ci([1.0])
 
 
+def test_mean_ci_is_the_bootstrap_from_two_values_and_claims_no_interval_below():
+    values = [0.7, 0.9, 0.8]
+    assert metrics.mean_ci(values, seed=3) == metrics.bootstrap_ci(values, seed=3)
+    one = metrics.mean_ci([0.25])
+    assert one[0] == 0.25 and np.isnan(one[1:]).all()
+    assert np.isnan(metrics.mean_ci([])).all()
+
+
 def test_bootstrap_ci_coverage_near_nominal():
     rng = np.random.default_rng(4)
     true_mean, trials = 1.0, 200

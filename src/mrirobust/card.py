@@ -22,7 +22,7 @@ from mrirobust.atomic import atomic_path, check_output
 from mrirobust.errors import ConfigError
 from mrirobust.findings import CLAIMS
 from mrirobust.methods.base import describe, parse_spec
-from mrirobust.metrics import bootstrap_ci
+from mrirobust.metrics import mean_ci
 from mrirobust.report.html import write_summary
 from mrirobust.report.perturb_figures import area_table
 from mrirobust.report.recon_figures import summary_table
@@ -191,7 +191,7 @@ def worst_attack_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def _mean_ci(values: Sequence[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.4f} (n 1: no CI)" if values else "-"
-    mean, low, high = bootstrap_ci(values)
-    return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+    if not values:
+        return "-"
+    mean, low, high = mean_ci(values)
+    return f"{mean:.4f} (n 1: no CI)" if len(values) == 1 else f"{mean:.4f} [{low:.4f}, {high:.4f}]"

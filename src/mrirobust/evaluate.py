@@ -21,7 +21,7 @@ from mrirobust import schema
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.hashing import digest
 from mrirobust.methods.base import checked_reconstruct
-from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, bootstrap_ci, score
+from mrirobust.metrics import SLICE_MAX, VOLUME_MAX, mean_ci, score
 from mrirobust.physics.fft import center_crop
 from mrirobust.physics.masks import MaskSpec, stack_masks
 
@@ -175,7 +175,6 @@ def summarise(rows: Sequence[dict], *, confidence: float = 0.95, seed: int = 0) 
         entry: dict = {schema.METHOD: name, "slices": len(mine)}
         for key in metric_keys:
             values = [r[key] for r in mine]
-            entry[key] = bootstrap_ci(values, confidence=confidence, seed=seed) if len(values) > 1 else (
-                float(values[0]), float("nan"), float("nan"))
+            entry[key] = mean_ci(values, confidence=confidence, seed=seed)
         summary.append(entry)
     return summary

@@ -10,6 +10,7 @@ slice; they are differentiable and run on the images' device and dtype.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -213,6 +214,15 @@ def bootstrap_ci(
     alpha = 1 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(values.mean()), float(low), float(high)
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """`bootstrap_ci` that accepts any count: one value is its own mean with NaN bounds (no interval
+    is claimed from one image), no values give NaN throughout."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size < 2:
+        return (float(values[0]) if values.size else math.nan, math.nan, math.nan)
+    return bootstrap_ci(values, confidence=confidence, seed=seed)
 
 
 def paired_bootstrap_ci(

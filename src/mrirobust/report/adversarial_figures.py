@@ -15,7 +15,7 @@ import torch
 from matplotlib.lines import Line2D
 
 from mrirobust import schema
-from mrirobust.metrics import bootstrap_ci
+from mrirobust.metrics import mean_ci
 from mrirobust.report.figures import plt, save_figure
 from mrirobust.report.registry import KindReport, Table, register
 from mrirobust.report.tables import ok_rows, pivot
@@ -42,7 +42,7 @@ def loss_curve(rows: Sequence[dict], attacked: str, evaluated: str, loss_key: st
     stats = []
     for eps in budgets:
         values = [r[loss_key] for r in chosen if r["eps"] == eps]
-        stats.append(bootstrap_ci(values, confidence=confidence) if len(values) > 1 else (values[0],) * 3)
+        stats.append(mean_ci(values, confidence=confidence))
     mean, low, high = (np.array(column) for column in zip(*stats)) if stats else (np.array([]),) * 3
     return np.array(budgets), mean, low, high
 

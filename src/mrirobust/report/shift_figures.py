@@ -4,6 +4,7 @@ set) and example reconstructions."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def scatter_figure(panels: Sequence[Panel], path: str | Path, *, title: str = ""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
     groups = list(dict.fromkeys(t["group"] for _, _, table, _ in panels for t in table))
     for ax, (xlabel, ylabel, table, fit) in zip(axes[0], panels):
-        values = [v for t in table for v in (t["x_low"], t["x_high"], t["y_low"], t["y_high"])]
+        values = [v for t in table for v in (t["x"], t["y"], t["x_low"], t["x_high"], t["y_low"], t["y_high"])
+                  if math.isfinite(v)]  # one slice has no CI (NaN bounds)
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
         pad = 0.05 * max(high - low, 0.02)
         line = np.linspace(low - pad, high + pad, 50)

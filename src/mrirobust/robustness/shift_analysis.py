@@ -19,7 +19,7 @@ import torch
 from mrirobust import schema
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, ShapeError
-from mrirobust.metrics import bootstrap_ci, linear_fit
+from mrirobust.metrics import linear_fit, mean_ci
 from mrirobust.physics.masks import MaskSpec
 
 
@@ -93,18 +93,12 @@ def model_table(rows: Sequence[Mapping[str, Any]], x_role: Mapping[str, Any], y_
         xs, ys = pick(x_role), pick(y_role)
         if not xs or not ys:
             continue
-        x = _mean_ci(xs, seed)
-        y = _mean_ci(ys, seed)
+        x = mean_ci(xs, seed=seed)
+        y = mean_ci(ys, seed=seed)
         table.append({"model": label, "group": mine[0]["group"], "x": x[0], "x_low": x[1], "x_high": x[2],
                       "y": y[0], "y_low": y[1], "y_high": y[2], "drop": x[0] - y[0],
                       "x_slices": len(xs), "y_slices": len(ys)})
     return table
-
-
-def _mean_ci(values: Sequence[float], seed: int) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return float(values[0]), float(values[0]), float(values[0])
-    return bootstrap_ci(values, seed=seed)
 
 
 MIN_FIT_POINTS = 5  # fewer models than this give no line: a fit through 3 or 4 points decides nothing
