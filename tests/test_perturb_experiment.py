@@ -4,6 +4,7 @@ poisson masks through the recon kind."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from mrirobust.data.domains import Domain
 from mrirobust.data.sample import draw_mask
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError
+from mrirobust.evaluate import Batch
 from mrirobust.experiments.base import DataSource, Inputs, MethodInput
 from mrirobust.experiments.perturb import KIND_NAMES, Perturb, PerturbSpec, SearchSettings
 from mrirobust.experiments.recon import Recon, ReconSpec
@@ -176,3 +178,16 @@ def test_hard_shift_refuses_a_poisson_mask_before_computing(data, tmp_path):
     with pytest.raises(ConfigError, match="centre columns") as caught:
         HardShift(spec, _inputs(data, tmp_path, MaskSpec("poisson", (0.25,), (4,)))).check()
     assert caught.value.field == "mask.type"
+
+
+def test_sampling_shifts_keep_off_a_files_zero_padded_columns(data, tmp_path):
+    """fastMRI files record zero-padded k-space columns; a shifted mask must not count them as samples."""
+    settings = {"sampling": {"max_acceleration": 2.0, "base_acceleration": 2.0}}  # half the columns: padding too
+    experiment = Perturb(PerturbSpec(data="d", methods=METHODS, kinds=("sampling",), images=2, settings=settings),
+                         _inputs(data, tmp_path))
+    samples = [dataclasses.replace(s, meta=dataclasses.replace(s.meta, padding_left=5, padding_right=27))
+               for s in (experiment.dataset()[i] for i in range(2))]
+    batch = Batch.load(samples, MASK, "cpu")
+    specs = [experiment.perturbation("sampling", 1.0, seed) for seed in (1, 2)]
+    shifted, _ = experiment.perturbed(batch, 0, specs)
+    assert shifted.masks.any() and not shifted.masks[..., :5].any() and not shifted.masks[..., 27:].any()

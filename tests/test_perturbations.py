@@ -124,6 +124,16 @@ def test_poisson_sampling_shift_reaches_its_acceleration():
     assert mask.shape == (80, 64) and abs(80 * 64 / mask.sum().item() - spec.acceleration) < 0.05 * spec.acceleration
 
 
+@pytest.mark.parametrize("mask_kind", ["random", "equispaced", "poisson"])
+def test_sampling_shift_never_samples_zero_padded_columns(mask_kind):
+    spec = P.SamplingShift(severity=0.25, seed=2, mask_kind=mask_kind)
+    free = P.perturb_mask(torch.ones(64, dtype=torch.bool), spec, shape=(80, 64))
+    kept = P.perturb_mask(torch.ones(64, dtype=torch.bool), spec, shape=(80, 64), columns=(6, 57))
+    assert free[..., :6].any() or free[..., 57:].any()  # the draw itself reaches the padding
+    assert not kept[..., :6].any() and not kept[..., 57:].any()
+    assert torch.equal(kept[..., 6:57], free[..., 6:57])
+
+
 @pytest.mark.parametrize("spec", all_specs(0.0), ids=lambda s: f"{s.kind}-{getattr(s, 'mode', '')}")
 def test_severity_zero_is_the_identity_bit_for_bit(spec):
     _, maps, kspace = data()

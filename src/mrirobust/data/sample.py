@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from mrirobust.errors import DataError
-from mrirobust.physics.masks import MaskSpec, Seed, seed_from_filename
+from mrirobust.physics.masks import Columns, MaskSpec, Seed, acquired_only, seed_from_filename
 
 NO_TARGET = ("has no reconstruction_rss target to score against (test/challenge files carry none; "
              "score on train/val files)")
@@ -88,9 +88,10 @@ def draw_mask(sample: Sample, spec: MaskSpec, seed: Seed | None = None) -> tuple
         return sample.mask.bool(), None
     if seed is None:
         seed = seed_from_filename(Path(sample.meta.file).name)
-    mask = spec.draw(tuple(sample.shape), seed=seed)
-    left, right = sample.meta.padding_left, sample.meta.padding_right
-    if left is not None and right is not None:
-        mask[..., :left] = False
-        mask[..., right:] = False
-    return mask, seed
+    return acquired_only(spec.draw(tuple(sample.shape), seed=seed), acquired_columns(sample.meta)), seed
+
+
+def acquired_columns(meta: SampleMeta) -> Columns:
+    """The header's acquired columns [padding_left, padding_right), or None (no padding recorded)."""
+    left, right = meta.padding_left, meta.padding_right
+    return None if left is None or right is None else (left, right)

@@ -31,6 +31,7 @@ import torch
 import mrirobust
 from mrirobust import schema
 from mrirobust.data.domains import data_identity, slice_id
+from mrirobust.data.sample import acquired_columns
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.evaluate import Batch, batches, config_hash
 from mrirobust.experiments.base import Unit, UnitResult, method_identity, register
@@ -39,7 +40,7 @@ from mrirobust.experiments.spec import setting
 from mrirobust.hashing import digest
 from mrirobust.physics import perturbations as P
 from mrirobust.physics.espirit import espirit_maps
-from mrirobust.physics.masks import MaskSpec
+from mrirobust.physics.masks import MaskSpec, acquired_only
 from mrirobust.robustness import worst_case as W
 
 KIND_NAMES = tuple(P.KINDS)
@@ -249,7 +250,8 @@ class Perturb(Sliced):
             full, mask = part.full[i:i + 1], part.masks[i:i + 1]
             slice_maps = None if maps is None else maps[i:i + 1]
             fulls.append(P.perturb(full, spec, maps=slice_maps, mask=mask))
-            masks.append(slice_mask(P.perturb_mask(mask[0, 0], spec, shape=tuple(full.shape[-2:]))))
+            masks.append(slice_mask(P.perturb_mask(mask[0, 0], spec, shape=tuple(full.shape[-2:]),
+                                                   columns=acquired_columns(part.samples[i].meta))))
             changes.append(float(W.relative_change(full, spec, maps=slice_maps, mask=mask)[0]))
         return dataclasses.replace(part, full=torch.cat(fulls), masks=torch.stack(masks)), changes
 
@@ -301,7 +303,8 @@ class Perturb(Sliced):
         """The scores and image at the worst params found, and the search's and attack's columns."""
         one, settings = slice(i, i + 1), self.spec.search
         maps = self.coil_maps(batch, start)[one] if spec.needs_maps else None
-        case = W.Case(batch.full[one], batch.masks[one], batch.targets[one], maps=maps, max_value=batch.max_values[one])
+        case = W.Case(batch.full[one], batch.masks[one], batch.targets[one], maps=maps, max_value=batch.max_values[one],
+                      columns=acquired_columns(batch.samples[i].meta))
         search = W.Search(settings.trials, settings.refine, settings.step, settings.metric,
                           ssim_variant=batch.ssim_variant, seed=self.spec.seed)
         found = W.worst_case(self.methods[label], case, spec, search)
@@ -327,9 +330,10 @@ class Perturb(Sliced):
         seeds = [image_seed(s, SAMPLING, self.spec.seed) for s in batch.samples]
         rows = []
         for acceleration in self.spec.accelerations:
-            masks = [slice_mask(P.sampling_mask(base.mask_kind, acceleration, base.center_fraction,
-                                                tuple(batch.full.shape[-2:]), seed, device=batch.full.device))
-                     for seed in seeds]
+            masks = [slice_mask(acquired_only(P.sampling_mask(base.mask_kind, acceleration, base.center_fraction,
+                                                              tuple(batch.full.shape[-2:]), seed,
+                                                              device=batch.full.device), acquired_columns(s.meta)))
+                     for seed, s in zip(seeds, batch.samples)]
             shifted = dataclasses.replace(batch, masks=torch.stack(masks))
             for label in self.labels:
                 after, failure = None, None

@@ -30,6 +30,19 @@ def check_mask(mask: torch.Tensor, kspace_shape: Sequence[int]) -> torch.Tensor:
     return mask.bool()
 
 
+Columns = tuple[int, int] | None  # the acquired k-space columns [left, right); None: every column
+
+
+def acquired_only(mask: torch.Tensor, columns: Columns) -> torch.Tensor:
+    """`mask` (any shape ending in W) without the columns outside the acquired k-space: fastMRI's
+    zero-padded columns hold no data, so a mask never samples them (as fastMRI's VarNet transform)."""
+    if columns is None:
+        return mask
+    keep = torch.zeros(mask.shape[-1], dtype=torch.bool, device=mask.device)
+    keep[columns[0]:columns[1]] = True
+    return mask & keep
+
+
 def stack_masks(masks: Sequence[torch.Tensor]) -> torch.Tensor:
     """Stack per-slice masks, (W,) or (H, W), into a batch that broadcasts over coils."""
     stacked = torch.stack([m.bool() for m in masks])

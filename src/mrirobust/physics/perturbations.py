@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from mrirobust.errors import ConfigError, ShapeError
-from mrirobust.physics.masks import Seed, check_mask, mask_spec, poisson_disc_mask
+from mrirobust.physics.masks import Columns, Seed, acquired_only, check_mask, mask_spec, poisson_disc_mask
 from mrirobust.physics.perturbation_base import (
     Perturbation,
     draw_params,
@@ -395,12 +395,13 @@ def perturb(kspace: torch.Tensor, spec: Perturbation, *, maps: torch.Tensor | No
 
 
 def perturb_mask(mask: torch.Tensor, spec: Perturbation, *, shape: tuple[int, int],
-                 seed: Seed | None = None) -> torch.Tensor:
+                 seed: Seed | None = None, columns: Columns = None) -> torch.Tensor:
     """The mask the method sees: `mask` itself unless `spec` is a sampling shift of severity > 0.
 
-    `shape` is the k-space (H, W); `seed` (default spec.seed) may be fastMRI's per-file seed.
+    `shape` is the k-space (H, W); `seed` (default spec.seed) may be fastMRI's per-file seed;
+    `columns` the acquired columns (a new mask never samples zero-padded ones).
     """
     if not isinstance(spec, SamplingShift) or spec.severity == 0:
         return mask
-    return sampling_mask(spec.mask_kind, spec.acceleration, spec.center_fraction, shape,
-                         spec.seed if seed is None else seed, device=mask.device)
+    return acquired_only(sampling_mask(spec.mask_kind, spec.acceleration, spec.center_fraction, shape,
+                                       spec.seed if seed is None else seed, device=mask.device), columns)

@@ -26,7 +26,7 @@ from mrirobust.errors import ConfigError
 from mrirobust.methods.base import checked_reconstruct
 from mrirobust.metrics import VOLUME_MAX, bootstrap_ci, score
 from mrirobust.physics.fft import center_crop
-from mrirobust.physics.masks import Seed, check_mask
+from mrirobust.physics.masks import Columns, Seed, acquired_only, check_mask
 from mrirobust.physics.perturbations import (
     CoilFault,
     Perturbation,
@@ -45,14 +45,15 @@ HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "nmse": False, "mse": False}
 @dataclass(frozen=True)
 class Case:
     """The slices to perturb and score: fully sampled k-space (B, C, H, W), the mask the method
-    is run with, targets (B, h, w), coil maps (for motion) and the SSIM data range (None: the
-    batch's target maximum)."""
+    is run with, targets (B, h, w), coil maps (for motion), the SSIM data range (None: the
+    batch's target maximum) and the acquired columns (a new mask never samples zero padding)."""
 
     kspace: torch.Tensor
     mask: torch.Tensor
     target: torch.Tensor
     maps: torch.Tensor | None = None
     max_value: torch.Tensor | float | None = None
+    columns: Columns = None
 
 
 def _check_metric(metric: str) -> str:
@@ -70,7 +71,7 @@ def perturbed_scores(method: Any, case: Case, spec: Perturbation, *, ssim_varian
                      mask_seed: Seed | None = None, **meta: Any) -> dict[str, torch.Tensor]:
     """Per-slice metrics (metrics.score) of `method` on the perturbed, masked k-space."""
     kspace = perturb(case.kspace, spec, maps=case.maps, mask=case.mask)
-    mask = perturb_mask(case.mask, spec, shape=tuple(kspace.shape[-2:]), seed=mask_seed)
+    mask = perturb_mask(case.mask, spec, shape=tuple(kspace.shape[-2:]), seed=mask_seed, columns=case.columns)
     mask = check_mask(mask, kspace.shape).to(kspace.device)
     crop = tuple(case.target.shape[-2:])
     image = checked_reconstruct(method, kspace * mask, mask, target_shape=crop, **meta)
@@ -225,7 +226,7 @@ def acceleration_sweep(method: Any, case: Case, sweep: AccelerationSweep,
     for acceleration in sweep.accelerations:
         mask = sampling_mask(sweep.mask_kind, acceleration, sweep.center_fraction,
                              tuple(case.kspace.shape[-2:]), sweep.seed, device=case.kspace.device)
-        mask = check_mask(mask, case.kspace.shape)
+        mask = check_mask(acquired_only(mask, case.columns), case.kspace.shape)
         image = checked_reconstruct(method, case.kspace * mask, mask, target_shape=crop, **meta)
         results[float(acceleration)] = score(case.target, center_crop(image, crop), case.max_value,
                                              ssim_variant=sweep.ssim_variant)
