@@ -310,3 +310,29 @@ def test_precompute_runs_once_per_batch_on_the_clean_kspace_and_reaches_every_ca
     samples = [SliceDataset(data)[i] for i in range(2)]
     clean = torch.stack([s.kspace * draw_mask(s, spec)[0] for s in samples])
     torch.testing.assert_close(PRECOMPUTED[0], clean, rtol=0, atol=0)
+
+
+SHAPES: list[object] = []  # the target_shape of every RecordsTargetShape call
+
+
+@dataclass
+class RecordsTargetShape(Reconstructor):
+    """Zero-filled that records meta `target_shape` (the U-net crops to it before its network, so an
+    attack run without it would attack another function than the one scored)."""
+
+    name = "records-target-shape"
+    family = "baseline"
+    differentiable = True
+
+    def reconstruct(self, kspace, mask, target_shape=None, **meta):
+        SHAPES.append(target_shape)
+        return zero_filled_rss(kspace, mask)
+
+
+def test_the_attack_runs_the_method_on_the_targets_shape_as_scoring_does(data, tmp_path):
+    SHAPES.clear()
+    spec = attack_spec(methods=("shapes",), eps=(0.05,), attack=AttackSettings(steps=2))
+    run_experiment(Attack(spec, inputs(data, tmp_path, {"shapes": {"name": f"{__name__}:RecordsTargetShape"}})),
+                   UnitCache(tmp_path / "units"))
+    target = tuple(SliceDataset(data)[0].target.shape[-2:])
+    assert len(SHAPES) > 4 and {tuple(s) if s is not None else None for s in SHAPES} == {target}

@@ -160,7 +160,8 @@ class Attack(Sliced):
             return z, RANDOM, None, {"seed": seed}
         method = self.methods[label]
         result = attack(method, batch.measured, batch.masks, eps, self.spec.attack.given(),
-                        self.spec.attack.scope(seed, reference, batch.shape), **batch.meta(method))
+                        self.spec.attack.scope(seed, reference, batch.shape), target_shape=batch.shape,
+                        **batch.meta(method))  # the function scored: the U-net crops to target_shape first
         return result.perturbation.detach(), result.attack, result.objective.detach().tolist(), result.settings
 
     def _perturbed(self, batch: Batch, start: int, label: str, eps: float, clean: UnitResult) -> UnitResult:
