@@ -15,7 +15,7 @@ from mrirobust.methods.base import build, describe
 from mrirobust.methods.ttt import holdout_split
 from mrirobust.metrics import ssim
 from mrirobust.physics.masks import MaskSpec
-from mrirobust.robustness.attack_settings import PgdSettings, Scope
+from mrirobust.robustness.attack_settings import PgdSettings, Scope, attack_objective
 from mrirobust.robustness.attacks import attack, pgd, transfer
 from mrirobust.study.config import validate
 from mrirobust.study.jobs import plan, with_prepared
@@ -171,13 +171,42 @@ def test_prepare_trains_the_base_once_for_the_wrapper(data: Path, checkpoint: st
     build(adapted.config)
 
 
-def test_an_attack_on_ttt_is_pgd_on_its_base_scored_on_ttt(data: Path, checkpoint: str) -> None:
+def test_the_fine_tuned_surrogate_runs_each_slice_through_its_own_network_and_gives_ttts_image(
+        data: Path, checkpoint: str) -> None:
     kspace, mask, _, meta = measured(data)
-    method, eps = ttt(checkpoint, iters=3, lr=1e-3), 0.05
-    result = attack(method, kspace, mask, eps, {"steps": 2}, Scope(seed=3), **meta)
-    on_base = pgd(method.built, kspace, mask, eps, PgdSettings(steps=2), Scope(seed=3), **meta)
-    assert result.attack == "transfer-pgd" and result.settings["surrogate"] == "unet-small"
-    assert torch.equal(result.perturbation, on_base.perturbation)  # the base's perturbation, exactly
-    assert float(result.perturbation.norm()) <= eps * float(kspace.norm()) * (1 + 1e-5)
+    kspace = torch.cat([kspace, measured(data, 1)[0]])  # two slices: two fine-tuned networks
+    method = ttt(checkpoint, iters=3, lr=1e-3, surrogates=["fine-tuned"])
+    (surrogate,) = method.attack_surrogates(kspace, mask, **meta)
+    assert len(surrogate.modules) == 2 and surrogate.differentiable
+    assert torch.equal(surrogate.reconstruct(kspace, mask, **meta), method.reconstruct(kspace, mask, **meta))
+
+
+@pytest.mark.parametrize("surrogates", [("fine-tuned",), ("base",), ("fine-tuned", "base")])
+def test_an_attack_on_ttt_is_pgd_on_its_surrogates_keeping_the_stronger_per_slice(
+        data: Path, checkpoint: str, surrogates: tuple[str, ...]) -> None:
+    kspace, mask, _, meta = measured(data)
+    kspace = torch.cat([kspace, measured(data, 1)[0]])
+    method, eps, scope = ttt(checkpoint, iters=3, lr=1e-3, surrogates=list(surrogates)), 0.05, Scope(seed=3)
+    result = attack(method, kspace, mask, eps, {"steps": 2}, scope, **meta)
+    clean = method.reconstruct(kspace, mask, **meta)
+    candidates = {}  # each surrogate's perturbation, scored on TTT
+    for surrogate in method.attack_surrogates(kspace, mask, **meta):
+        z = pgd(surrogate, kspace, mask, eps, PgdSettings(steps=2), scope, **meta).perturbation
+        perturbed = method.reconstruct(kspace + z, mask, **meta)
+        candidates[surrogate.name] = (z, attack_objective(clean, perturbed, scope))
+    assert result.attack == "transfer-pgd" and len(result.settings["surrogate"]) == 2
+    assert torch.equal(result.clean, clean)  # computed once, exact
+    for b, chosen in enumerate(result.settings["surrogate"]):
+        z, objective = candidates[chosen]
+        assert torch.equal(result.perturbation[b], z[b])  # the chosen surrogate's perturbation, exactly
+        assert float(result.objective[b]) == pytest.approx(float(max(o[b] for _, o in candidates.values())))
     assert torch.equal(result.perturbed, method.reconstruct(kspace + result.perturbation, mask, **meta))
-    assert transfer(method, kspace, mask, eps, PgdSettings(steps=2), Scope(seed=3), **meta).attack == "transfer-pgd"
+    budget = eps * torch.linalg.vector_norm(kspace, dim=(-3, -2, -1)) * (1 + 1e-5)
+    assert (torch.linalg.vector_norm(result.perturbation, dim=(-3, -2, -1)) <= budget).all()
+    assert transfer(method, kspace, mask, eps, PgdSettings(steps=2), scope, **meta).attack == "transfer-pgd"
+
+
+def test_surrogates_are_checked(checkpoint: str) -> None:
+    for bad in ([], ["base", "base"], ["white-box"]):
+        with pytest.raises(ConfigError, match="surrogates"):
+            ttt(checkpoint, surrogates=bad)

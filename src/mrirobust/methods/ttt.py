@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mrirobust.errors import ConfigError
+from mrirobust.errors import ConfigError, ShapeError
 from mrirobust.methods.base import Reconstructor, build, describe, register
 from mrirobust.methods.baselines import coil_maps
 from mrirobust.methods.settings import at_least
@@ -62,6 +62,9 @@ from mrirobust.physics.combine import rss, sense_combine
 from mrirobust.physics.espirit import EspiritSettings
 from mrirobust.physics.fft import fft2c, ifft2c
 from mrirobust.physics.masks import check_mask
+
+
+SURROGATES = ("fine-tuned", "base")  # what attacks may differentiate in place of TTT (`attack_surrogates`)
 
 
 def centre_band(mask: torch.Tensor) -> torch.Tensor:
@@ -134,6 +137,7 @@ class TestTimeTraining(Reconstructor):
     held-back loss has not improved for this many iterations; `seconds`: optional time budget per
     slice; `seed`: the split; `loss`: l1 or l2. `maps` (centre or espirit), `noise_bias` and the
     ESPIRiT settings are for bases without a k-space estimate (U-net); see the module docstring.
+    `surrogates`: what attacks differentiate (`attack_surrogates`): fine-tuned and/or base.
     """
 
     __test__ = False  # not a pytest test class despite its name
@@ -148,6 +152,7 @@ class TestTimeTraining(Reconstructor):
     loss: str = "l2"
     maps: str = "espirit"
     noise_bias: bool = False
+    surrogates: tuple[str, ...] = SURROGATES
     espirit: EspiritSettings = EspiritSettings()
     built: Any = field(init=False, repr=False, compare=False)
 
@@ -165,6 +170,9 @@ class TestTimeTraining(Reconstructor):
         for name, allowed in (("loss", ("l1", "l2")), ("maps", ("centre", "espirit"))):
             if settings[name] not in allowed:
                 raise ConfigError(name, f"{settings[name]!r} must be one of {', '.join(allowed)}")
+        surrogates = tuple(settings["surrogates"])
+        if not surrogates or len(set(surrogates)) < len(surrogates) or not set(surrogates) <= set(SURROGATES):
+            raise ConfigError("surrogates", f"{list(surrogates)!r}: give one or both of {', '.join(SURROGATES)}")
         try:
             base = describe(settings["base"])
         except ConfigError as error:
@@ -238,20 +246,51 @@ class TestTimeTraining(Reconstructor):
         module.load_state_dict(best)
         return module, torch.stack(losses)
 
-    def attack_surrogate(self) -> Reconstructor:
-        """The base network, which attacks differentiate in place of the fine-tuning (a transfer attack)."""
-        return self.built
-
-    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+    def fine_tuned(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> FineTuned:
+        """Every slice's fine-tuned network, as a method that runs slice b through network b."""
         mask = check_mask(mask, kspace.shape).to(kspace.device)
         mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
-        images = []
+        modules = []
         with torch.inference_mode(False), torch.enable_grad():
             for b in range(kspace.shape[0]):  # one optimisation per slice
                 one = kspace[b:b + 1].clone()  # a normal tensor even if the caller is in inference mode
-                extra = {k: (v[b:b + 1] if isinstance(v, torch.Tensor) and v.shape[:1] == kspace.shape[:1] else v)
-                         for k, v in meta.items()}
-                module, _ = self.fine_tune(one, mask[b:b + 1], **extra)
-                with torch.no_grad():
-                    images.append(self.built.reconstruct_with(module, one, mask[b:b + 1], **extra))
-        return torch.cat(images)
+                modules.append(self.fine_tune(one, mask[b:b + 1], **one_slice(meta, b, kspace.shape[0]))[0])
+        return FineTuned(self.built, modules)
+
+    def attack_surrogates(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> list[Reconstructor]:
+        """What attacks differentiate in place of TTT (a transfer attack: how the fine-tuning would
+        respond to the perturbation is not differentiated), in `surrogates` order: `fine-tuned`, the
+        networks TTT fine-tuned on each slice of this clean measurement (their image is TTT's), and
+        `base`, the base network. Neither is always the stronger (docs/methods.md), so the default
+        attacks both and keeps the stronger per slice."""
+        return [self.built if name == "base" else self.fine_tuned(kspace, mask, **meta) for name in self.surrogates]
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        with torch.no_grad():
+            return self.fine_tuned(kspace, mask, **meta).reconstruct(kspace, mask, **meta)
+
+
+def one_slice(meta: Mapping[str, Any], b: int, batch: int) -> dict[str, Any]:
+    """Slice b's meta: batched tensors (first dimension `batch`) cut to b:b+1, the rest as given."""
+    return {k: (v[b:b + 1] if isinstance(v, torch.Tensor) and v.shape[:1] == (batch,) else v) for k, v in meta.items()}
+
+
+class FineTuned(Reconstructor):
+    """A base method with one fine-tuned network per slice: slice b of a batch goes through network b
+    (differentiable in the k-space, so attacks run PGD on it)."""
+
+    differentiable = True
+    reproduces = True  # on the measurement it was fine-tuned on, its image is TTT's, bit for bit
+
+    def __init__(self, base: Reconstructor, modules: list[nn.Module]) -> None:
+        self.base, self.modules = base, [module.requires_grad_(False) for module in modules]  # attacks need dz only
+        self.name = f"{base.name} fine-tuned"
+
+    def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
+        if kspace.shape[0] != len(self.modules):
+            raise ShapeError(f"{len(self.modules)} fine-tuned networks for a batch of {kspace.shape[0]} slices")
+        mask = check_mask(mask, kspace.shape).to(kspace.device)
+        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
+        return torch.cat([self.base.reconstruct_with(module, kspace[b:b + 1], mask[b:b + 1],
+                                                     **one_slice(meta, b, kspace.shape[0]))
+                          for b, module in enumerate(self.modules)])

@@ -11,8 +11,9 @@ Every attack maximises the reconstruction change 1/2 ||f(y) - f(y + z)||^2 over 
   loss and the perturbation are optimised jointly, then the method is re-run on y + z.
 - `worst_case_linear`: the exact optimum for a linear reconstruction (power iteration), the
   reference the attacks are tested against.
-- `transfer`: methods that name a differentiable `attack_surrogate()` (test-time training: its
-  base network): PGD on the surrogate, the perturbation scored on the method (a lower bound).
+- `transfer`: methods that name differentiable `attack_surrogates(kspace, mask)` (test-time
+  training: its fine-tuned and its base networks): PGD on each surrogate, the perturbations scored
+  on the method, the stronger kept per slice (a lower bound).
 - `random_perturbation`: Gaussian z of the same norm, the baseline every attack is compared with.
 
 Attacks read the traits, never the class name, and work on a whole batch at once: budgets, step
@@ -305,27 +306,44 @@ def two_step(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
 
 def transfer(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
              settings: PgdSettings = PgdSettings(), scope: Scope = Scope(), **meta: Any) -> AttackResult:
-    """PGD on the differentiable method `method.attack_surrogate()` returns (test-time training: its
-    base network), scored on `method` itself: a transfer attack, so a lower bound on the method's
-    worst case (the white-box attack would differentiate through its per-slice optimisation)."""
-    surrogate = method.attack_surrogate()
-    found = pgd(surrogate, kspace, mask, eps, settings, scope, **meta)
-    result = apply_perturbation(method, kspace, mask, found.perturbation, eps, attack="transfer-pgd", scope=scope,
-                                **meta)
-    result.settings = {**found.settings, "surrogate": _label(surrogate)}
-    return result
+    """PGD on each differentiable method `method.attack_surrogates(kspace, mask, **meta)` returns
+    (test-time training: its networks fine-tuned on this measurement and its base network), each
+    perturbation scored on `method` itself, and per slice the one with the larger objective: a
+    transfer attack, so a lower bound on the method's worst case (the white-box attack would
+    differentiate through its per-slice optimisation). The method's clean image is computed once: a
+    surrogate that `reproduces` it (TTT's fine-tuned networks) lends its own."""
+    results: list[AttackResult] = []
+    for surrogate in method.attack_surrogates(kspace, mask, **meta):
+        found = pgd(surrogate, kspace, mask, eps, settings, scope, **meta)
+        clean = found.clean if getattr(surrogate, "reproduces", False) else (results[0].clean if results else None)
+        result = apply_perturbation(method, kspace, mask, found.perturbation, eps, attack="transfer-pgd",
+                                    clean=clean, scope=scope, **meta)
+        result.settings = {**found.settings, "surrogate": _label(surrogate)}
+        results.append(result)
+    return _strongest(results)
+
+
+def _strongest(results: list[AttackResult]) -> AttackResult:
+    """Per slice, the result with the largest objective; settings name each slice's surrogate."""
+    best = torch.stack([r.objective for r in results]).argmax(dim=0)  # (B,)
+    pick = lambda name: torch.stack([getattr(r, name) for r in results])[best, torch.arange(best.numel())]  # noqa: E731
+    first = results[0]
+    settings = {k: v for k, v in first.settings.items() if k != "surrogate"}
+    settings["surrogate"] = [results[int(i)].settings["surrogate"] for i in best]
+    return AttackResult(pick("perturbation"), first.clean, pick("perturbed"), pick("objective"), first.method,
+                        first.attack, first.eps, settings)
 
 
 def attack(method: Any, kspace: torch.Tensor, mask: torch.Tensor, eps: float,
            settings: Mapping[str, Any] | None = None, scope: Scope = Scope(), **meta: Any) -> AttackResult:
     """The attack a method's traits call for: PGD if differentiable (l1 too, through its unrolled
-    fixed-iteration FISTA), else a transfer attack from its `attack_surrogate()` where it names one
-    (ttt: its base), else the two-step attack if optimisation-based. `settings` are flat
-    (`split_settings`): each attack takes its own keys and leaves the other's."""
+    fixed-iteration FISTA), else a transfer attack from its `attack_surrogates` where it names them
+    (ttt: its fine-tuned and base networks), else the two-step attack if optimisation-based.
+    `settings` are flat (`split_settings`): each attack takes its own keys and leaves the other's."""
     pgd_settings, two_step_settings = split_settings(settings or {})
     if getattr(method, "differentiable", False):
         return pgd(method, kspace, mask, eps, pgd_settings, scope, **meta)
-    if callable(getattr(method, "attack_surrogate", None)):
+    if callable(getattr(method, "attack_surrogates", None)):
         return transfer(method, kspace, mask, eps, pgd_settings, scope, **meta)
     if getattr(method, "optimisation_based", False):
         return two_step(method, kspace, mask, eps, two_step_settings, scope, **meta)
