@@ -156,10 +156,10 @@ class TestTimeTraining(Reconstructor):
     patience: int = 10
     seconds: float | None = None
     seed: int = 0
+    anchor: float = 0.0
     loss: str = "l2"
     maps: str = "espirit"
     noise_bias: bool = False
-    anchor: float = 0.0
     espirit: EspiritSettings = EspiritSettings()
     built: Any = field(init=False, repr=False, compare=False)
 
