@@ -4,8 +4,8 @@
                             [--networks unet-small varnet-small] [--no-l1]
 
 Generates the embedded demo dataset (timed), trains `unet-small` and `varnet-small` with the
-demo study's training settings (read from study/demo.yaml) on its knee train split with the val
-split for checkpoint selection, exactly as `mrirobust demo` does (same seeds and masks), and
+demo study's specs and training settings (read from study/demo.yaml) on its knee train split with
+the val split for checkpoint selection, exactly as `mrirobust demo` does (same seeds and masks), and
 scores them next to zero-filled and l1 (default lambda) at 4x (random mask, centre 0.08) on:
 
 - knee-test: the held-out knee test split (other patients, same family);
@@ -33,31 +33,34 @@ from mrirobust.data.images import ImageSimulation, images_to_fastmri, load_image
 from mrirobust.data.synthetic import synthesize
 from mrirobust.demo import demo_config
 from mrirobust.evaluate import evaluate, summarise
-from mrirobust.methods.base import build, parse_spec
+from mrirobust.methods.base import build
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.workflows.train import TrainConfig, train
 
 
-def _demo_training(label: str) -> TrainConfig:
-    """The training settings of the demo study's method `label` (study/demo.yaml), its mask being the default."""
-    return TrainConfig(**{k: v for k, v in demo_config()["methods"][label]["train"].items() if k != "data"})
+def _demo_training(label: str) -> tuple[dict, TrainConfig]:
+    """The demo study's method `label` (study/demo.yaml): its spec without `train`, and its training
+    settings (the mask being the default)."""
+    entry = demo_config()["methods"][label]
+    spec = {k: v for k, v in entry.items() if k != "train"}
+    return spec, TrainConfig(**{k: v for k, v in entry["train"].items() if k != "data"})
 
 
 RUNS = {"unet-small": _demo_training("unet"), "varnet-small": _demo_training("varnet")}
 SPEC = MaskSpec("random", (0.08,), (4,))
 
 
-def _trained(name: str, folder: Path, data: Path) -> str:
+def _trained(name: str, folder: Path, data: Path) -> dict:
     """Train (or reuse) `name` on the knee split as the demo does; the checkpoint's method spec."""
-    checkpoint = folder / "best.ckpt"
+    spec, config = RUNS[name]
     if not (folder / "done").exists():
         start = time.perf_counter()
-        result = train(name, SliceDataset(data / "knee" / "train"), SliceDataset(data / "knee" / "val"),
-                       folder, RUNS[name])
+        result = train(spec, SliceDataset(data / "knee" / "train"), SliceDataset(data / "knee" / "val"),
+                       folder, config)
         print(f"{name}: trained in {time.perf_counter() - start:.0f} s, best val SSIM "
               f"{max(h['val_ssim'] for h in result.history):.4f}", flush=True)
         (folder / "done").write_text("")
-    return f"{name}={checkpoint}"
+    return {**spec, "checkpoint": str(folder / "best.ckpt")}
 
 
 def _spread(count: int, total: int) -> list[int]:
@@ -91,7 +94,7 @@ def main() -> None:
         start = time.perf_counter()
         synthesize(data, "demo")
         print(f"demo dataset generated in {time.perf_counter() - start:.1f} s", flush=True)
-    networks = [build(parse_spec(_trained(n, args.out / n, data))) for n in args.networks]
+    networks = [build(_trained(n, args.out / n, data)) for n in args.networks]
     methods = [build("zero-filled"), *([build("l1")] if args.l1 else []), *networks]
     sets = {}
     for name, folder in (("knee-test", data / "knee" / "test"), ("brain-test", data / "brain" / "test")):
