@@ -40,7 +40,7 @@ from mrirobust.experiments.spec import setting
 from mrirobust.hashing import digest
 from mrirobust.physics import perturbations as P
 from mrirobust.physics.espirit import espirit_maps
-from mrirobust.physics.masks import MaskSpec, acquired_only
+from mrirobust.physics.masks import MaskSpec
 from mrirobust.robustness import worst_case as W
 
 KIND_NAMES = tuple(P.KINDS)
@@ -330,9 +330,9 @@ class Perturb(Sliced):
         seeds = [image_seed(s, SAMPLING, self.spec.seed) for s in batch.samples]
         rows = []
         for acceleration in self.spec.accelerations:
-            masks = [slice_mask(acquired_only(P.sampling_mask(base.mask_kind, acceleration, base.center_fraction,
-                                                              tuple(batch.full.shape[-2:]), seed,
-                                                              device=batch.full.device), acquired_columns(s.meta)))
+            masks = [slice_mask(P.sampling_mask(base.mask_kind, acceleration, base.center_fraction,
+                                                tuple(batch.full.shape[-2:]), seed, device=batch.full.device,
+                                                columns=acquired_columns(s.meta)))
                      for seed, s in zip(seeds, batch.samples)]
             shifted = dataclasses.replace(batch, masks=torch.stack(masks))
             for label in self.labels:

@@ -342,15 +342,17 @@ class SamplingShift(Perturbation):
 
 
 def sampling_mask(mask_kind: str, acceleration: float, center_fraction: float, shape: tuple[int, int],
-                  seed: Seed, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """A (W,) fastMRI column mask (random, equispaced) or an (H, W) Poisson-disc mask, seeded."""
+                  seed: Seed, *, device: torch.device | str | None = None, columns: Columns = None) -> torch.Tensor:
+    """A (W,) fastMRI column mask (random, equispaced) or an (H, W) Poisson-disc mask, seeded;
+    `columns` are the acquired k-space columns (zero-padded ones are never sampled)."""
     if mask_kind == "poisson":
         calib = tuple(max(1, round(n * center_fraction)) for n in shape)
-        return poisson_disc_mask(tuple(shape), float(acceleration), calib=calib, seed=seed, device=device)
-    if mask_kind not in SAMPLING_KINDS:
+        mask = poisson_disc_mask(tuple(shape), float(acceleration), calib=calib, seed=seed, device=device)
+    elif mask_kind in SAMPLING_KINDS:
+        mask, _ = mask_spec(mask_kind, center_fraction, round(acceleration)).sample(shape[-1], seed=seed, device=device)
+    else:
         raise ConfigError("mask_kind", f"{mask_kind!r}: choose one of {', '.join(SAMPLING_KINDS)}")
-    mask, _ = mask_spec(mask_kind, center_fraction, round(acceleration)).sample(shape[-1], seed=seed, device=device)
-    return mask
+    return acquired_only(mask, columns)
 
 
 KINDS: dict[str, type[Perturbation]] = {
@@ -403,5 +405,5 @@ def perturb_mask(mask: torch.Tensor, spec: Perturbation, *, shape: tuple[int, in
     """
     if not isinstance(spec, SamplingShift) or spec.severity == 0:
         return mask
-    return acquired_only(sampling_mask(spec.mask_kind, spec.acceleration, spec.center_fraction, shape,
-                                       spec.seed if seed is None else seed, device=mask.device), columns)
+    return sampling_mask(spec.mask_kind, spec.acceleration, spec.center_fraction, shape,
+                         spec.seed if seed is None else seed, device=mask.device, columns=columns)

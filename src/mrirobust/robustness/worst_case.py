@@ -26,7 +26,7 @@ from mrirobust.errors import ConfigError
 from mrirobust.methods.base import checked_reconstruct
 from mrirobust.metrics import VOLUME_MAX, bootstrap_ci, score
 from mrirobust.physics.fft import center_crop
-from mrirobust.physics.masks import Columns, Seed, acquired_only, check_mask
+from mrirobust.physics.masks import Columns, Seed, check_mask
 from mrirobust.physics.perturbations import (
     CoilFault,
     Perturbation,
@@ -224,9 +224,9 @@ def acceleration_sweep(method: Any, case: Case, sweep: AccelerationSweep,
     crop = tuple(case.target.shape[-2:])
     results = {}
     for acceleration in sweep.accelerations:
-        mask = sampling_mask(sweep.mask_kind, acceleration, sweep.center_fraction,
-                             tuple(case.kspace.shape[-2:]), sweep.seed, device=case.kspace.device)
-        mask = check_mask(acquired_only(mask, case.columns), case.kspace.shape)
+        mask = sampling_mask(sweep.mask_kind, acceleration, sweep.center_fraction, tuple(case.kspace.shape[-2:]),
+                             sweep.seed, device=case.kspace.device, columns=case.columns)
+        mask = check_mask(mask, case.kspace.shape)
         image = checked_reconstruct(method, case.kspace * mask, mask, target_shape=crop, **meta)
         results[float(acceleration)] = score(case.target, center_crop(image, crop), case.max_value,
                                              ssim_variant=sweep.ssim_variant)
