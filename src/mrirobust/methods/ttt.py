@@ -145,9 +145,10 @@ class TestTimeTraining(Reconstructor):
     `iters`: most Adam steps per slice; `lr`: Adam's step; `holdout`: fraction of the measured
     locations (outside the centre band) held back for early stopping; `patience`: stop once the
     held-back loss has not improved for this many iterations; `seconds`: optional time budget per
-    slice; `seed`: the split; `loss`: l1 or l2; `anchor`: weight of the proximity to the base's k-space
-    estimate at the unmeasured locations (0: none; see the module docstring). `maps` (centre or espirit), `noise_bias` and the
-    ESPIRiT settings are for bases without a k-space estimate (U-net); see the module docstring.
+    slice; `seed`: the split; `loss`: l1 or l2; `anchor`: weight of the proximity to the base's
+    k-space estimate at the unmeasured locations (0: none; see the module docstring). `maps` (centre
+    or espirit), `noise_bias` and the ESPIRiT settings are for bases without a k-space estimate
+    (U-net); see the module docstring.
     `surrogates`: what attacks differentiate (`attack_surrogates`): fine-tuned and/or base.
     """
 
@@ -266,8 +267,7 @@ class TestTimeTraining(Reconstructor):
 
     def fine_tuned(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> FineTuned:
         """Every slice's fine-tuned network, as a method that runs slice b through network b."""
-        mask = check_mask(mask, kspace.shape).to(kspace.device)
-        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
+        mask = batch_mask(mask, kspace)
         modules = []
         with torch.inference_mode(False), torch.enable_grad():
             for b in range(kspace.shape[0]):  # one optimisation per slice
@@ -286,6 +286,12 @@ class TestTimeTraining(Reconstructor):
     def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
         with torch.no_grad():
             return self.fine_tuned(kspace, mask, **meta).reconstruct(kspace, mask, **meta)
+
+
+def batch_mask(mask: torch.Tensor, kspace: torch.Tensor) -> torch.Tensor:
+    """A checked mask as (B, 1, Hm, W), one entry per slice of `kspace`, on its device."""
+    mask = check_mask(mask, kspace.shape).to(kspace.device)
+    return mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
 
 
 def one_slice(meta: Mapping[str, Any], b: int, batch: int) -> dict[str, Any]:
@@ -307,8 +313,7 @@ class FineTuned(Reconstructor):
     def reconstruct(self, kspace: torch.Tensor, mask: torch.Tensor, **meta: Any) -> torch.Tensor:
         if kspace.shape[0] != len(self.modules):
             raise ShapeError(f"{len(self.modules)} fine-tuned networks for a batch of {kspace.shape[0]} slices")
-        mask = check_mask(mask, kspace.shape).to(kspace.device)
-        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape)).expand(kspace.shape[0], -1, -1, -1)
+        mask = batch_mask(mask, kspace)
         return torch.cat([self.base.reconstruct_with(module, kspace[b:b + 1], mask[b:b + 1],
                                                      **one_slice(meta, b, kspace.shape[0]))
                           for b, module in enumerate(self.modules)])
