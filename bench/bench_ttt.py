@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--maps", choices=("centre", "espirit"), default="espirit")
     parser.add_argument("--noise-bias", action="store_true", help="remove the RSS noise bias (ttt noise_bias)")
     parser.add_argument("--anchor", type=float, default=0.0, help="ttt anchor (0: off)")
+    parser.add_argument("--sparsity", type=float, default=0.0, help="ttt sparsity (0: off)")
     parser.add_argument("--first", type=int, default=0, help="index of the first slice evaluated")
     parser.add_argument("--mask", default="random", help="mask type, e.g. equispaced_fraction")
     args = parser.parse_args()
@@ -45,7 +46,7 @@ def main() -> None:
                "TTT": build({"name": "ttt", "base": base, "iters": args.iters, "lr": args.lr,
                              "holdout": args.holdout, "patience": args.patience, "loss": args.loss,
                              "maps": args.maps, "noise_bias": args.noise_bias,
-                             "anchor": args.anchor})}
+                             "anchor": args.anchor, "sparsity": args.sparsity})}
     if args.brain_ckpt:
         methods["Q->Q"] = build({"name": "unet-small", "checkpoint": args.brain_ckpt})
     mask = MaskSpec(args.mask, (0.08,), (4,))

@@ -37,6 +37,11 @@ there, so the base's estimate is kept as the prior (a MAP fit with the base as i
 what fine-tuning adds in the null space of the sampling, which on the demo's present U-net was
 structure in the dim regions (docs/remedy.md has the measurements, on and off).
 
+`sparsity` (default 0: off; magnitude bases only) adds sparsity * ||m(theta)||_1 / ||m(theta_0)||_1,
+m the bias-free signal magnitude above: a pull of the dim regions' floor towards 0, which the
+data-consistency term alone does not give (the floor lies in the sampling's null space). VarNet's
+own k-space estimate has no such magnitude, so a sparsity weight on it is a config error.
+
 Protocol for a base (built-in U-net and VarNet, plug-ins alike): `trainable` with its weights in
 `model` (a torch Module) and `reconstruct_with(module, kspace, mask, **meta)`; optionally
 `kspace_with`. The base method is never changed: its module is deep-copied per slice.
@@ -146,7 +151,8 @@ class TestTimeTraining(Reconstructor):
     locations (outside the centre band) held back for early stopping; `patience`: stop once the
     held-back loss has not improved for this many iterations; `seconds`: optional time budget per
     slice; `seed`: the split; `loss`: l1 or l2; `anchor`: weight of the proximity to the base's
-    k-space estimate at the unmeasured locations (0: none; see the module docstring). `maps` (centre
+    k-space estimate at the unmeasured locations (0: none); `sparsity`: weight of the signal's
+    relative l1 norm (0: none; both in the module docstring). `maps` (centre
     or espirit), `noise_bias` and the ESPIRiT settings are for bases without a k-space estimate
     (U-net); see the module docstring.
     `surrogates`: what attacks differentiate (`attack_surrogates`): fine-tuned and/or base.
@@ -162,6 +168,7 @@ class TestTimeTraining(Reconstructor):
     seconds: float | None = None
     seed: int = 0
     anchor: float = 0.0
+    sparsity: float = 0.0
     loss: str = "l2"
     maps: str = "espirit"
     noise_bias: bool = False
@@ -175,7 +182,7 @@ class TestTimeTraining(Reconstructor):
 
     @classmethod
     def check(cls, settings: Mapping[str, Any]) -> None:
-        at_least(settings, 0, "iters", "patience", "seconds", "anchor")
+        at_least(settings, 0, "iters", "patience", "seconds", "anchor", "sparsity")
         if not settings["lr"] > 0:
             raise ConfigError("lr", f"{settings['lr']!r} must be > 0")
         if not 0 < settings["holdout"] < 1:
@@ -202,6 +209,9 @@ class TestTimeTraining(Reconstructor):
         if not isinstance(getattr(self.built, "model", None), nn.Module) \
                 or not callable(getattr(self.built, "reconstruct_with", None)):
             raise ConfigError("base", f"{self.base['name']!r} has no `model` module and `reconstruct_with`")
+        if self.sparsity > 0 and callable(getattr(self.built, "kspace_with", None)):
+            raise ConfigError("sparsity", f"{self.sparsity!r}: {self.base['name']!r} estimates its own k-space, so "
+                                          "there is no magnitude signal to make sparse; give 0")
 
     def estimate_kspace(self, module: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
                         maps: torch.Tensor | None = None, phase: torch.Tensor | None = None,
@@ -209,14 +219,21 @@ class TestTimeTraining(Reconstructor):
         """The network's k-space estimate (B, C, H, W) from the measurement `mask` samples; a base
         without its own estimate needs the coil `maps`, the image `phase` and the RSS noise power
         `bias` (B,) (`coil_model`: fixed while fine-tuning, so computed once per slice)."""
+        return self.estimate(module, kspace, mask, maps, phase, bias, **meta)[0]
+
+    def estimate(self, module: nn.Module, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None,
+                 phase: torch.Tensor | None, bias: torch.Tensor | None,
+                 **meta: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`estimate_kspace` and, for a magnitude base, the signal magnitude (B, H, W) behind it (the
+        network's image with the noise bias removed; None for a base with its own k-space estimate)."""
         own = getattr(self.built, "kspace_with", None)
         if callable(own):
-            return own(module, kspace * mask, mask, **meta)
+            return own(module, kspace * mask, mask, **meta), None
         image = self.built.reconstruct_with(module, kspace * mask, mask, **meta)  # magnitude (B, H, W)
         if bias is not None:
             power = bias[:, None, None]
             image = (image.square() - power).clamp_min(0).add(1e-12 * power + torch.finfo(image.dtype).tiny).sqrt()
-        return fft2c(maps * (image * phase)[:, None])
+        return fft2c(maps * (image * phase)[:, None]), image
 
     def coil_model(self, kspace: torch.Tensor, mask: torch.Tensor, fit: torch.Tensor,
                    meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,15 +258,19 @@ class TestTimeTraining(Reconstructor):
         best = copy.deepcopy(module.state_dict())
         optimizer = torch.optim.Adam(module.parameters(), lr=self.lr)
         began, losses, best_loss, best_at = time.perf_counter(), [], float("inf"), 0
-        start, unmeasured = None, ~mask.expand_as(kspace)
+        start, start_norm, unmeasured = None, None, ~mask.expand_as(kspace)
         scale = masked_norm(kspace, fit, power).clamp_min(torch.finfo(torch.float32).tiny)
         for step in range(self.iters + 1):
-            estimate = self.estimate_kspace(module, kspace, fit, **meta)
+            estimate, signal = self.estimate(module, kspace, fit, **meta)
             fit_loss = relative_error(estimate, kspace, fit, power).sum()
             objective = fit_loss
+            if self.sparsity > 0:  # the signal's l1 norm, relative to the base's (iterate 0)
+                norm = signal.abs().flatten(1).sum(dim=1)
+                start_norm = norm.detach().clamp_min(torch.finfo(norm.dtype).tiny) if start_norm is None else start_norm
+                objective = objective + self.sparsity * (norm / start_norm).sum()
             if self.anchor > 0:  # the base's own estimate (iterate 0) anchors the unmeasured locations
                 start = estimate.detach() if start is None else start
-                objective = fit_loss + self.anchor * (masked_norm(estimate - start, unmeasured, power) / scale).sum()
+                objective = objective + self.anchor * (masked_norm(estimate - start, unmeasured, power) / scale).sum()
             held_loss = relative_error(estimate.detach(), kspace, held, power).sum()
             losses.append(torch.stack([fit_loss.detach(), held_loss]))
             value = float(held_loss)  # the one host sync per iteration: the stop decision
