@@ -213,19 +213,14 @@ class TestTimeTraining(Reconstructor):
             raise ConfigError("sparsity", f"{self.sparsity!r}: {self.base['name']!r} estimates its own k-space, so "
                                           "there is no magnitude signal to make sparse; give 0")
 
-    def estimate_kspace(self, module: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
-                        maps: torch.Tensor | None = None, phase: torch.Tensor | None = None,
-                        bias: torch.Tensor | None = None, **meta: Any) -> torch.Tensor:
-        """The network's k-space estimate (B, C, H, W) from the measurement `mask` samples; a base
-        without its own estimate needs the coil `maps`, the image `phase` and the RSS noise power
-        `bias` (B,) (`coil_model`: fixed while fine-tuning, so computed once per slice)."""
-        return self.estimate(module, kspace, mask, maps, phase, bias, **meta)[0]
-
-    def estimate(self, module: nn.Module, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None,
-                 phase: torch.Tensor | None, bias: torch.Tensor | None,
-                 **meta: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`estimate_kspace` and, for a magnitude base, the signal magnitude (B, H, W) behind it (the
-        network's image with the noise bias removed; None for a base with its own k-space estimate)."""
+    def estimate(self, module: nn.Module, kspace: torch.Tensor, mask: torch.Tensor,
+                 maps: torch.Tensor | None = None, phase: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None, **meta: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network's k-space estimate (B, C, H, W) from the measurement `mask` samples and, for a
+        magnitude base, the signal magnitude (B, H, W) behind it (the network's image with the noise
+        bias removed; None for a base with its own k-space estimate). A magnitude base needs the coil
+        `maps`, the image `phase` and, with `noise_bias`, the RSS noise power `bias` (B,) (`coil_model`:
+        fixed while fine-tuning, so computed once per slice)."""
         own = getattr(self.built, "kspace_with", None)
         if callable(own):
             return own(module, kspace * mask, mask, **meta), None
