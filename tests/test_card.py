@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from mrirobust.card import CardRequest, run_card
+from mrirobust.card import CardRequest, card_config, given_unet, run_card
 from mrirobust.cli import main
 from mrirobust.data.synthetic import SynthConfig, synthesize
+from mrirobust.errors import ConfigError
 from mrirobust.methods.base import Reconstructor
 from tests.clean_error import files, the_line
 
@@ -64,6 +65,22 @@ def test_card_of_a_plugin_method(data: Path, tmp_path: Path, monkeypatch: pytest
     assert all(row[1] == 2 for row in recon["rows"])  # n: both test slices, each with a CI
     monkeypatch.setattr("mrirobust.study.runner.execute", lambda *a, **k: pytest.fail("a resumed card reran a job"))
     run_card(request, tmp_path / "card", device="cpu", progress=False)
+
+
+def test_given_unet_weights_bring_their_own_architecture(tmp_path: Path) -> None:
+    """The quick preset trains a 4-channel U-net; weights our trainer wrote for another size are built
+    at the size they record, fastMRI-style files without a record at unet-small's defaults."""
+    recorded = {"name": "unet-small", "chans": 16, "num_pool_layers": 3, "residual": True}
+    torch.save({"method": recorded, "state_dict": {}}, tmp_path / "ours.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "theirs.ckpt")
+    torch.save({"method": {"name": "varnet-small"}, "state_dict": {}}, tmp_path / "varnet.ckpt")
+    assert given_unet(tmp_path / "ours.ckpt") == {**recorded, "checkpoint": str(tmp_path / "ours.ckpt")}
+    assert given_unet(tmp_path / "theirs.ckpt") == {"name": "unet-small", "checkpoint": str(tmp_path / "theirs.ckpt")}
+    _, config = card_config(CardRequest("zero-filled", tmp_path, unet_checkpoint=tmp_path / "ours.ckpt", preset="quick"))
+    assert config["methods"]["unet"]["chans"] == 16 and "train" not in config["methods"]["unet"]
+    with pytest.raises(ConfigError) as caught:
+        given_unet(tmp_path / "varnet.ckpt")
+    assert caught.value.field == "--unet-checkpoint" and "varnet-small" in str(caught.value)
 
 
 @pytest.mark.parametrize("args, field", [

@@ -22,6 +22,7 @@ from mrirobust.atomic import atomic_path, check_output
 from mrirobust.errors import ConfigError
 from mrirobust.findings import CLAIMS
 from mrirobust.methods.base import describe, parse_spec
+from mrirobust.methods.unet import load_checkpoint
 from mrirobust.metrics import mean_ci
 from mrirobust.report.html import write_summary
 from mrirobust.report.perturb_figures import area_table
@@ -84,6 +85,18 @@ def method_entry(text: str, taken: Sequence[str]) -> tuple[str, dict[str, Any], 
     return (f"{label}-card" if label in taken else label), config, info
 
 
+def given_unet(checkpoint: Path) -> dict[str, Any]:
+    """The reference U-net for given weights: the architecture our trainer recorded in them (any
+    preset's size), else unet-small's defaults (fastMRI's and other trainers' files record none).
+    The preset's `unet` sizes only say what the card trains."""
+    recorded = load_checkpoint(checkpoint)
+    method = recorded.get("method") if isinstance(recorded, Mapping) else None
+    spec = dict(method) if isinstance(method, Mapping) and "name" in method else {"name": "unet-small"}
+    if not str(spec["name"]).startswith("unet"):
+        raise ConfigError("--unet-checkpoint", f"{checkpoint}: holds {spec['name']} weights, not a U-net's")
+    return {**spec, "checkpoint": str(checkpoint)}
+
+
 def card_config(request: CardRequest) -> tuple[str, dict[str, Any]]:
     """The method's label and the card's study config (a mapping for `study.config.validate`)."""
     for flag, folder in (("--data", request.data), ("--data2", request.data2)):
@@ -99,8 +112,8 @@ def card_config(request: CardRequest) -> tuple[str, dict[str, Any]]:
             config[section] = {**config[section], "data": "data"}
     if info.needs_checkpoint and "train" not in config:
         config["train"] = train
-    unet: dict[str, Any] = {"name": "unet-small", **(preset.unet or {})}
-    unet.update({"checkpoint": str(request.unet_checkpoint)} if request.unet_checkpoint else {"train": train})
+    unet = given_unet(request.unet_checkpoint) if request.unet_checkpoint else \
+        {"name": "unet-small", **(preset.unet or {}), "train": train}
     methods = {label: config, "zero-filled": "zero-filled",
                "l1": {"name": "l1", "iters": preset.l1_iters,
                       "tune": {"data": "data", "grid": {"lam": list(preset.l1_lams)}, "images": 1}},
