@@ -2,6 +2,7 @@
 
     python bench/realism.py [--out out/bench-realism] [--real DIR_OR_FILE] [--images 6]
                             [--networks unet-small varnet-small] [--no-l1]
+                            [--train-volumes N] [--epochs E] [--seed S]
 
 Generates the embedded demo dataset (timed), trains `unet-small` and `varnet-small` with the
 demo study's specs and training settings (read from study/demo.yaml) on its knee train split with
@@ -17,11 +18,16 @@ scores them next to zero-filled and l1 (default lambda) at 4x (random mask, cent
 One line per set and method: SSIM (fastMRI's volume-max variant), bootstrap 95% CI, n.
 Training resumes from its checkpoints if the script is interrupted. `--networks` trains and
 scores only those; `--no-l1` leaves out l1 (minutes of CPU; it does not depend on the networks).
+The scaling questions (bench/README.md, "Realism"): `--train-volumes N` trains on N other knee
+patients of one slice each (the demo's acquisition settings; val, test and brains unchanged)
+instead of the demo's 32 x 2, `--epochs E` overrides the demo's epochs, `--seed S` its seed; each
+such run trains into its own folder under `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +36,7 @@ import numpy as np
 
 from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.images import ImageSimulation, images_to_fastmri, load_images
-from mrirobust.data.synthetic import synthesize
+from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.demo import demo_config
 from mrirobust.evaluate import evaluate, summarise
 from mrirobust.methods.base import build
@@ -50,17 +56,27 @@ RUNS = {"unet-small": _demo_training("unet"), "varnet-small": _demo_training("va
 SPEC = MaskSpec("random", (0.08,), (4,))
 
 
-def _trained(name: str, folder: Path, data: Path) -> dict:
-    """Train (or reuse) `name` on the knee split as the demo does; the checkpoint's method spec."""
+def _trained(name: str, folder: Path, train_set: Path, val_set: Path, changes: dict) -> dict:
+    """Train (or reuse) `name` on `train_set` as the demo does, with the TrainConfig `changes`; the
+    checkpoint's method spec."""
     spec, config = RUNS[name]
+    config = dataclasses.replace(config, **changes)
     if not (folder / "done").exists():
         start = time.perf_counter()
-        result = train(spec, SliceDataset(data / "knee" / "train"), SliceDataset(data / "knee" / "val"),
-                       folder, config)
+        result = train(spec, SliceDataset(train_set), SliceDataset(val_set), folder, config)
         print(f"{name}: trained in {time.perf_counter() - start:.0f} s, best val SSIM "
               f"{max(h['val_ssim'] for h in result.history):.4f}", flush=True)
         (folder / "done").write_text("")
     return {**spec, "checkpoint": str(folder / "best.ckpt")}
+
+
+def _more_patients(data: Path, volumes: int) -> Path:
+    """A knee train split of `volumes` other patients, one slice each, acquired as the demo's knees."""
+    folder = data.parent / f"train-{volumes}x1"
+    if not (folder / "knee" / "train").exists():
+        synthesize(folder, [SynthConfig("knee", split="train", num_volumes=volumes, slices_per_volume=1,
+                                        oversample=True, snr_db=27.0, snr_spread_db=5.0)])
+    return folder / "knee" / "train"
 
 
 def _spread(count: int, total: int) -> list[int]:
@@ -88,13 +104,20 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", choices=sorted(RUNS), default=sorted(RUNS),
                         help="the networks to train and score")
     parser.add_argument("--l1", action=argparse.BooleanOptionalAction, default=True, help="score l1")
+    parser.add_argument("--train-volumes", type=int, help="train on this many knee patients of one slice")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: the demo's)")
+    parser.add_argument("--seed", type=int, help="training seed (default: the demo's)")
     args = parser.parse_args()
     data = args.out / "data"
     if not (data / "brain" / "test").exists():
         start = time.perf_counter()
         synthesize(data, "demo")
         print(f"demo dataset generated in {time.perf_counter() - start:.1f} s", flush=True)
-    networks = [build(_trained(n, args.out / n, data)) for n in args.networks]
+    train_set = _more_patients(data, args.train_volumes) if args.train_volumes else data / "knee" / "train"
+    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    run = "".join(f"-{k}{v}" for k, v in (("volumes", args.train_volumes), *changes.items()) if v is not None)
+    networks = [build(_trained(n, args.out / f"{n}{run}", train_set, data / "knee" / "val", changes))
+                for n in args.networks]
     methods = [build("zero-filled"), *([build("l1")] if args.l1 else []), *networks]
     sets = {}
     for name, folder in (("knee-test", data / "knee" / "test"), ("brain-test", data / "brain" / "test")):
