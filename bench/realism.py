@@ -21,19 +21,22 @@ scores only those; `--no-l1` leaves out l1 (minutes of CPU; it does not depend o
 The scaling questions (bench/README.md, "Realism"): `--train-volumes N` trains on N other knee
 patients of one slice each (the demo's acquisition settings; val, test and brains unchanged)
 instead of the demo's 32 x 2, `--epochs E` overrides the demo's epochs, `--seed S` its seed; each
-such run trains into its own folder under `--out`.
+such run trains into its own folder under `--out`. The per-slice SSIM of every set and method
+goes to OUT/scores[-RUN].json, so two runs can be compared slice by slice (paired).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.images import ImageSimulation, images_to_fastmri, load_images
 from mrirobust.data.synthetic import SynthConfig, synthesize
@@ -127,6 +130,7 @@ def main() -> None:
         if args.real:
             dataset = _real_set(args.real, args.images, Path(tmp))
             sets[f"real:{args.real.name}"] = [dataset[i] for i in range(len(dataset))]
+        per_slice: dict[str, dict[str, list[float]]] = {}
         for name, samples in sets.items():
             rows = evaluate(samples, methods, SPEC, progress=False).rows
             for entry in summarise(rows):
@@ -134,6 +138,10 @@ def main() -> None:
                 mean, low, high = entry[key]
                 print(f"{name:>20} {entry['method']:>14} {key} {mean:.3f} [{low:.3f}, {high:.3f}] "
                       f"n={entry['slices']}", flush=True)
+                per_slice.setdefault(name, {})[entry["method"]] = [r[key] for r in rows
+                                                                   if r["method"] == entry["method"]]
+    with atomic_path(args.out / f"scores{run}.json") as tmp:  # per slice, for paired comparisons
+        tmp.write_text(json.dumps(per_slice, indent=1))
 
 
 if __name__ == "__main__":
