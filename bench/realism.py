@@ -18,9 +18,10 @@ scores them next to zero-filled and l1 (default lambda) at 4x (random mask, cent
 One line per set and method: SSIM (fastMRI's volume-max variant), bootstrap 95% CI, n.
 Training resumes from its checkpoints if the script is interrupted. `--networks` trains and
 scores only those; `--no-l1` leaves out l1 (minutes of CPU; it does not depend on the networks).
-The scaling questions (bench/README.md, "Realism"): `--train-volumes N` trains on N other knee
-patients of one slice each (the demo's acquisition settings; val, test and brains unchanged)
-instead of the demo's 32 x 2, `--epochs E` overrides the demo's epochs, `--seed S` its seed; each
+The scaling questions (bench/README.md, "Realism"): `--anatomy brain` trains on the brain family
+instead (its train split, brain val for the checkpoint: the real brain without the anatomy shift),
+`--train-volumes N` on N other patients of one slice each (the demo's acquisition settings; val,
+test and the other family unchanged) instead of the demo's split (knees 32 x 2), `--epochs E` overrides the demo's epochs, `--seed S` its seed; each
 such run trains into its own folder under `--out`. The per-slice SSIM of every set and method
 goes to OUT/scores[-RUN].json, so two runs can be compared slice by slice (paired).
 """
@@ -73,13 +74,13 @@ def _trained(name: str, folder: Path, train_set: Path, val_set: Path, changes: d
     return {**spec, "checkpoint": str(folder / "best.ckpt")}
 
 
-def _more_patients(data: Path, volumes: int) -> Path:
-    """A knee train split of `volumes` other patients, one slice each, acquired as the demo's knees."""
-    folder = data.parent / f"train-{volumes}x1"
-    if not (folder / "knee" / "train").exists():
-        synthesize(folder, [SynthConfig("knee", split="train", num_volumes=volumes, slices_per_volume=1,
+def _more_patients(data: Path, anatomy: str, volumes: int) -> Path:
+    """A train split of `volumes` other patients of `anatomy`, one slice each, acquired as the demo's."""
+    folder = data.parent / f"train-{anatomy}-{volumes}x1"
+    if not (folder / anatomy / "train").exists():
+        synthesize(folder, [SynthConfig(anatomy, split="train", num_volumes=volumes, slices_per_volume=1,
                                         oversample=True, snr_db=27.0, snr_spread_db=5.0)])
-    return folder / "knee" / "train"
+    return folder / anatomy / "train"
 
 
 def _spread(count: int, total: int) -> list[int]:
@@ -107,7 +108,8 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", choices=sorted(RUNS), default=sorted(RUNS),
                         help="the networks to train and score")
     parser.add_argument("--l1", action=argparse.BooleanOptionalAction, default=True, help="score l1")
-    parser.add_argument("--train-volumes", type=int, help="train on this many knee patients of one slice")
+    parser.add_argument("--anatomy", choices=("knee", "brain"), default="knee", help="the family trained on")
+    parser.add_argument("--train-volumes", type=int, help="train on this many patients of one slice")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the demo's)")
     parser.add_argument("--seed", type=int, help="training seed (default: the demo's)")
     args = parser.parse_args()
@@ -116,10 +118,12 @@ def main() -> None:
         start = time.perf_counter()
         synthesize(data, "demo")
         print(f"demo dataset generated in {time.perf_counter() - start:.1f} s", flush=True)
-    train_set = _more_patients(data, args.train_volumes) if args.train_volumes else data / "knee" / "train"
+    family = data / args.anatomy
+    train_set = _more_patients(data, args.anatomy, args.train_volumes) if args.train_volumes else family / "train"
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
-    run = "".join(f"-{k}{v}" for k, v in (("volumes", args.train_volumes), *changes.items()) if v is not None)
-    networks = [build(_trained(n, args.out / f"{n}{run}", train_set, data / "knee" / "val", changes))
+    run = "".join(f"-{k}{v}" for k, v in (("brain", "" if args.anatomy == "brain" else None),
+                                         ("volumes", args.train_volumes), *changes.items()) if v is not None)
+    networks = [build(_trained(n, args.out / f"{n}{run}", train_set, family / "val", changes))
                 for n in args.networks]
     methods = [build("zero-filled"), *([build("l1")] if args.l1 else []), *networks]
     sets = {}
