@@ -22,7 +22,7 @@ from mrirobust.atomic import atomic_path, check_output
 from mrirobust.errors import ConfigError
 from mrirobust.findings import CLAIMS
 from mrirobust.methods.base import describe, parse_spec
-from mrirobust.methods.unet import load_checkpoint
+from mrirobust.methods.unet import load_checkpoint, recorded_method
 from mrirobust.metrics import mean_ci
 from mrirobust.report.html import write_summary
 from mrirobust.report.perturb_figures import area_table
@@ -89,9 +89,7 @@ def given_unet(checkpoint: Path) -> dict[str, Any]:
     """The reference U-net for given weights: the architecture our trainer recorded in them (any
     preset's size), else unet-small's defaults (fastMRI's and other trainers' files record none).
     The preset's `unet` sizes only say what the card trains."""
-    recorded = load_checkpoint(checkpoint)
-    method = recorded.get("method") if isinstance(recorded, Mapping) else None
-    spec = dict(method) if isinstance(method, Mapping) and "name" in method else {"name": "unet-small"}
+    spec = dict(recorded_method(load_checkpoint(checkpoint)) or {"name": "unet-small"})
     if not str(spec["name"]).startswith("unet"):
         raise ConfigError("--unet-checkpoint", f"{checkpoint}: holds {spec['name']} weights, not a U-net's")
     return {**spec, "checkpoint": str(checkpoint)}

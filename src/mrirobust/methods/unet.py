@@ -167,13 +167,20 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], label:
         raise ConfigError("checkpoint", f"{label}: {problem} (another architecture?)")
 
 
+def recorded_method(checkpoint: Any) -> Mapping[str, Any] | None:
+    """The method settings our trainer recorded in a loaded checkpoint (`method`, with its `name`);
+    None for fastMRI's and other trainers' files, which record nothing."""
+    trained = checkpoint.get("method") if isinstance(checkpoint, Mapping) else None
+    return trained if isinstance(trained, Mapping) and "name" in trained else None
+
+
 def check_residual(checkpoint: Any, residual: bool, label: str) -> None:
     """A checkpoint our trainer wrote records the method settings it was trained with (`method`);
     `residual` changes what the same weights compute without changing their shapes, so a mismatch
     is a one-line error. A record without the key predates the setting: trained without it."""
-    trained = checkpoint.get("method") if isinstance(checkpoint, Mapping) else None
-    if not isinstance(trained, Mapping) or "name" not in trained:
-        return  # fastMRI's and other trainers' files record nothing: the config decides
+    trained = recorded_method(checkpoint)
+    if trained is None:
+        return  # no record: the config decides
     was = bool(trained.get("residual", False))
     if was != residual:
         raise ConfigError("residual", f"{label}: trained with residual={was}; build it with `residual: "
