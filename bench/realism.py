@@ -20,9 +20,10 @@ Training resumes from its checkpoints if the script is interrupted. `--networks`
 scores only those; `--no-l1` leaves out l1 (minutes of CPU; it does not depend on the networks).
 The scaling questions (bench/README.md, "Realism"): `--anatomy brain` trains on the brain family
 instead (its train split, brain val for the checkpoint: the real brain without the anatomy shift),
-`--train-volumes N` on N other patients of one slice each (the demo's acquisition settings; val,
-test and the other family unchanged) instead of the demo's split (knees 32 x 2), `--epochs E` overrides the demo's epochs, `--seed S` its seed; each
-such run trains into its own folder under `--out`. The per-slice SSIM of every set and method
+`--train-volumes N` on N other patients of one slice each (the demo's train split's settings;
+val, test and the other family unchanged) instead of the demo's split (knees 32 x 2), `--epochs
+E` overrides the demo's epochs, `--seed S` its seed; each such run trains into its own folder
+under `--out`. The per-slice SSIM of every set and method
 goes to OUT/scores[-RUN].json, so two runs can be compared slice by slice (paired).
 """
 
@@ -40,7 +41,7 @@ import numpy as np
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.images import ImageSimulation, images_to_fastmri, load_images
-from mrirobust.data.synthetic import SynthConfig, synthesize
+from mrirobust.data.synthetic import PRESETS, synthesize
 from mrirobust.demo import demo_config
 from mrirobust.evaluate import evaluate, summarise
 from mrirobust.methods.base import build
@@ -78,8 +79,8 @@ def _more_patients(data: Path, anatomy: str, volumes: int) -> Path:
     """A train split of `volumes` other patients of `anatomy`, one slice each, acquired as the demo's."""
     folder = data.parent / f"train-{anatomy}-{volumes}x1"
     if not (folder / anatomy / "train").exists():
-        synthesize(folder, [SynthConfig(anatomy, split="train", num_volumes=volumes, slices_per_volume=1,
-                                        oversample=True, snr_db=27.0, snr_spread_db=5.0)])
+        demo = next(c for c in PRESETS["demo"] if c.anatomy == anatomy and c.split == "train")
+        synthesize(folder, [dataclasses.replace(demo, num_volumes=volumes, slices_per_volume=1)])
     return folder / anatomy / "train"
 
 
@@ -121,8 +122,8 @@ def main() -> None:
     family = data / args.anatomy
     train_set = _more_patients(data, args.anatomy, args.train_volumes) if args.train_volumes else family / "train"
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
-    run = "".join(f"-{k}{v}" for k, v in (("brain", "" if args.anatomy == "brain" else None),
-                                         ("volumes", args.train_volumes), *changes.items()) if v is not None)
+    parts = ["brain"] * (args.anatomy == "brain") + [f"volumes{args.train_volumes}"] * bool(args.train_volumes)
+    run = "".join(f"-{part}" for part in [*parts, *(f"{k}{v}" for k, v in changes.items())])
     networks = [build(_trained(n, args.out / f"{n}{run}", train_set, family / "val", changes))
                 for n in args.networks]
     methods = [build("zero-filled"), *([build("l1")] if args.l1 else []), *networks]
