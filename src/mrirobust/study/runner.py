@@ -241,7 +241,7 @@ class _executor:
             for i in range(self.workers):
                 gpus.put(i)
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                            initargs=(gpus, self.workers))
+                                            initargs=(gpus,))
         elif self.kind == "ray":
             self.pool = _ray(self.address, self.workers)
         return self.submit
@@ -269,20 +269,13 @@ class _executor:
                 yield pending.pop(done[0]), ray.get(done[0])
 
 
-def _init_worker(gpus: Any, workers: int) -> None:
-    """Give this worker process one GPU (by its index in the pool) before torch touches CUDA; on a
-    machine without GPUs, its share of the CPU cores as torch threads, so that the pool does not
-    oversubscribe them (two 1-thread jobs at once do about 1.45x the work of one 2-thread job on
-    2 cores; bench/README.md)."""
+def _init_worker(gpus: Any) -> None:
+    """Give this worker process one GPU (by its index in the pool) before torch touches CUDA."""
     index = gpus.get()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = visible.split(",") if visible else [p.name[len("nvidia"):] for p in sorted(Path("/dev").glob("nvidia[0-9]*"))]
     if ids:
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
-    else:
-        import torch
-
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 def _ray(address: str | None, workers: int) -> tuple[Any, Any]:
