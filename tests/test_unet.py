@@ -113,7 +113,8 @@ def test_loads_lightning_and_plain_checkpoints(tmp_path) -> None:
     x = torch.randn(1, 1, 24, 24)
     for path in (plain, lightning):
         method = build({"name": "unet", "checkpoint": str(path), "chans": 4, "num_pool_layers": 2})
-        assert (method.model(x) - reference(x)).abs().max() == 0
+        # fastMRI's weights, our instance norm (a group norm: equal up to float round-off)
+        torch.testing.assert_close(method.model(x), reference(x), rtol=1e-5, atol=1e-5)
         assert method.config()["checkpoint"] == str(path)
 
 

@@ -27,6 +27,15 @@ from mrirobust.physics.masks import check_mask
 # --- the network -------------------------------------------------------------------------------
 
 
+class InstanceNorm(nn.Module):
+    """Instance norm without affine parameters or running statistics (`nn.InstanceNorm2d`'s
+    defaults, so no state-dict entries), computed as a group norm with one channel per group:
+    the same numbers, and about 1.7x faster forward + backward on CPU (bench/README.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, x.shape[1])
+
+
 class ConvBlock(nn.Module):
     """(3x3 conv -> instance norm -> LeakyReLU(0.2) -> channel dropout) twice.
 
@@ -40,7 +49,7 @@ class ConvBlock(nn.Module):
         for chans in (in_chans, out_chans):
             stages += [
                 nn.Conv2d(chans, out_chans, kernel_size=3, padding=1, bias=False),
-                nn.InstanceNorm2d(out_chans),
+                InstanceNorm(),
                 nn.LeakyReLU(negative_slope=0.2, inplace=True),
                 nn.Dropout2d(drop_prob),
             ]
@@ -57,7 +66,7 @@ class UpBlock(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(
             nn.ConvTranspose2d(in_chans, out_chans, kernel_size=2, stride=2, bias=False),
-            nn.InstanceNorm2d(out_chans),
+            InstanceNorm(),
             nn.LeakyReLU(negative_slope=0.2, inplace=True),
         )
 
