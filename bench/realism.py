@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import SliceDataset
@@ -50,10 +51,13 @@ from mrirobust.workflows.train import TrainConfig, train
 
 
 def _demo_training(label: str) -> tuple[dict, TrainConfig]:
-    """The demo study's method `label` (study/demo.yaml): its spec without `train`, and its training
-    settings (the mask being the default)."""
+    """The demo study's method `label` (study/demo.yaml): its spec without `train` or `checkpoint`,
+    and its training settings (the mask being the default); for shipped weights, the settings
+    their checkpoint records (its train split is `--train-volumes`, given in demo.yaml)."""
     entry = demo_config()["methods"][label]
-    spec = {k: v for k, v in entry.items() if k != "train"}
+    spec = {k: v for k, v in entry.items() if k not in ("train", "checkpoint")}
+    if "checkpoint" in entry:
+        return spec, TrainConfig(**torch.load(entry["checkpoint"], map_location="cpu", weights_only=True)["train_config"])
     return spec, TrainConfig(**{k: v for k, v in entry["train"].items() if k != "data"})
 
 

@@ -31,9 +31,15 @@ def ensure_demo_data(out: Path) -> Path:
 
 
 def demo_config(quick: bool = False) -> dict:
-    """The packaged demo study (data paths relative to the demo folder)."""
+    """The packaged demo study (data paths relative to the demo folder; method checkpoints, the
+    weights shipped with the package, relative to the study's package folder)."""
     name = "quick.yaml" if quick else "demo.yaml"
-    return yaml.safe_load(resources.files("mrirobust.study").joinpath(name).read_text())
+    folder = resources.files("mrirobust.study")
+    config = yaml.safe_load(folder.joinpath(name).read_text())
+    for entry in config["methods"].values():
+        if isinstance(entry, dict) and "checkpoint" in entry:
+            entry["checkpoint"] = str(folder.joinpath(entry["checkpoint"]))
+    return config
 
 
 def run_demo(out: str | Path = "out/demo", *, quick: bool = False, device: str = "auto",
