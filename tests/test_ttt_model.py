@@ -151,11 +151,14 @@ def test_sparsity_pulls_the_signal_down_and_needs_a_magnitude_base(oversampled: 
     kspace, base = sample.kspace[None] * mask, {**TINY, "residual": True, "checkpoint": checkpoint}
     norms, fits = [], []
     for sparsity in (0.0, 1.0):
-        method = build({"name": "ttt", "base": base, "iters": 20, "lr": 1e-3, "patience": 20, "holdout": 0.5,
+        # lr 3e-3: at 1e-3 the held-back loss of this slice may never fall below the base's, and
+        # both runs then return the base itself (seen on the line-network data)
+        method = build({"name": "ttt", "base": base, "iters": 20, "lr": 3e-3, "patience": 20, "holdout": 0.5,
                         **RECIPE, "anchor": 0.0, "sparsity": sparsity})
         fit = holdout_split(mask, method.holdout, method.seed)[0]
         model = method.coil_model(kspace, mask, fit, {"target_shape": (32, 32)})
         module, losses = method.fine_tune(kspace, mask, target_shape=(32, 32))
+        assert int(losses[:, 1].argmin()) > 0, "the fine-tuning kept the base: nothing to compare"
         with torch.no_grad():
             signal = method.estimate(module, kspace, fit, target_shape=(32, 32), **model)[1]
         norms.append(float(signal.abs().sum()))
