@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mrirobust.data.fastmri import read_slice
-from mrirobust.data.phantoms import Canvas
 from mrirobust.data.simulate import rss
 from mrirobust.data.synthetic import (
     PRESETS,
@@ -106,13 +105,8 @@ def test_acquisitions_change_contrast_as_intended():
     t2, flair, t1 = (render_volume(config, 0, a).numpy() for a in ("AXT2", "AXFLAIR", "AXT1"))
     csf = t2 > np.quantile(t2, 0.97)  # the brightest T2 pixels: CSF
     assert flair[csf].mean() < 0.45 * t2[csf].mean()  # FLAIR suppresses CSF (partial volume in these pixels)
-    # T1 inverts grey/white contrast: on the tissues alone (detail 0; the leaves, texture and bias
-    # field multiply every acquisition of a patient alike) and inside the head (no scalp fat)
-    config = SynthConfig("brain", shape=(64, 64), slices_per_volume=2, detail=0.0)
-    t2, t1 = (render_volume(config, 0, a).numpy() for a in ("AXT2", "AXT1"))
-    rows, cols = np.mgrid[-32:32, -32:32]
-    brain = (np.hypot(rows, cols) < 14) & (t2 > 0.2) & (t2 < np.quantile(t2, 0.97))
-    assert np.corrcoef(t1[brain], t2[brain])[0, 1] < -0.5
+    brain = (t2 > 0.2) & ~csf
+    assert np.corrcoef(t1[brain], t2[brain])[0, 1] < 0  # T1 inverts grey/white contrast
     with pytest.raises(ConfigError):
         SynthConfig("brain", acquisition="CORPD_FBK")
 
@@ -167,15 +161,3 @@ def test_presets_and_bad_configs(tmp_path):
         SynthConfig("knee", shape=(64, 64), matrix=(32, 64))
     with pytest.raises(ConfigError, match="detail"):
         SynthConfig("knee", detail=1.5)
-
-
-def test_line_networks_are_denser_and_wider_as_asked_and_vanish_without_detail():
-    def coverage(centre: float, width: float, detail: float = 1.0) -> torch.Tensor:
-        canvas = Canvas((128, 128), (128, 128), torch.zeros(2), torch.Generator().manual_seed(0), detail)
-        return canvas.lines(centre, width)
-
-    lines = coverage(10, 1.0)
-    assert 0 <= float(lines.min()) and float(lines.max()) <= 1
-    assert float(coverage(5, 1.0).mean()) < float(lines.mean()) < float(coverage(20, 1.0).mean())  # curves 1/centre apart
-    assert float(coverage(10, 0.5).mean()) < float(lines.mean()) < float(coverage(10, 2.0).mean())
-    assert float(coverage(10, 1.0, detail=0.0).abs().max()) == 0

@@ -75,16 +75,9 @@ def knee(c: Canvas) -> tuple[Layers, torch.Tensor]:
     cortex = c.uniform(0.008, 0.025)
     marrow = c.soft(bones - cortex)
     inside = c.soft(leg)
-    # Fine structured edges: septa through the subcutaneous fat, fat streaks between muscle
-    # fibres along the leg, trabeculae in the marrow.
-    septa = c.uniform(0.3, 0.8) * c.lines(c.uniform(4, 8), c.uniform(0.6, 1.3))
-    striation = c.uniform(0.2, 0.6) * c.lines(c.uniform(7, 12), c.uniform(0.7, 1.4), stretch=c.uniform(2, 4),
-                                              angle=math.pi / 2 + c.uniform(-0.3, 0.3))
-    trabeculae = c.uniform(0.15, 0.5) * c.lines(c.uniform(12, 20), c.uniform(0.5, 1.0))
-    layers = [("fat", inside), ("fibrous", septa * inside), ("muscle", muscle), ("fat", striation * muscle),
-              ("fluid", 0.7 * fluid * inside), ("fat", c.soft(notch) * inside),
+    layers = [("fat", inside), ("muscle", muscle), ("fluid", 0.7 * fluid * inside), ("fat", c.soft(notch) * inside),
               ("fibrous", ligament), ("fibrous", meniscus * inside), ("cartilage", cartilage * inside),
-              ("fibrous", c.soft(bones)), ("marrow", marrow), ("fibrous", trabeculae * marrow)]
+              ("fibrous", c.soft(bones)), ("marrow", marrow)]
     return layers, inside
 
 
@@ -111,12 +104,7 @@ def brain(c: Canvas) -> tuple[Layers, torch.Tensor]:
         - 0.1 * (1 - middle)
     fissure = c.soft(0.008 - x.abs()) * c.soft((y / ay).abs() - 0.4)
     inside = c.soft(brain)
-    # Fine structured edges: thin sulci packed into the cortex, vessels through the white matter.
-    thin_sulci = c.uniform(0.4, 0.9) * c.lines(c.uniform(10, 16), c.uniform(0.7, 1.4), symmetric=0.5) \
-        * c.soft(cortex + 0.04 - brain)
-    vessels = c.uniform(0.1, 0.4) * c.lines(c.uniform(6, 10), c.uniform(0.5, 1.0))
     layers = [("fat", c.soft(head)), ("fibrous", c.soft(head - scalp)), ("csf", c.soft(head - scalp - skull)),
-              ("gm", inside), ("csf", sulci * inside), ("csf", thin_sulci * inside), ("wm", c.soft(white)),
-              ("csf", vessels * c.soft(white)), ("gm", c.soft(nuclei)),
+              ("gm", inside), ("csf", sulci * inside), ("wm", c.soft(white)), ("gm", c.soft(nuclei)),
               ("csf", c.soft(ventricles)), ("csf", fissure * inside)]
     return layers, inside

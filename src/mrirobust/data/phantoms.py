@@ -42,9 +42,8 @@ class Canvas:
     """
 
     def __init__(self, matrix: tuple[int, int], target: tuple[int, int], t: torch.Tensor,
-                 generator: torch.Generator, detail: float = 1.0) -> None:
+                 generator: torch.Generator) -> None:
         self.matrix = matrix
-        self.detail = detail  # the strength of fine structure (`SynthConfig.detail`)
         self.unit = 2.0 / min(target)  # pixel size
         height, width = matrix
         self.y = ((torch.arange(height, dtype=torch.float64) - height // 2) * self.unit)[:, None]
@@ -95,17 +94,6 @@ class Canvas:
             v = kx * math.cos(angle) - ky * math.sin(angle)
             return torch.exp(-0.5 * ((torch.sqrt(u**2 + (stretch * v) ** 2) - centre) / width) ** 2)
         return self._spectral(weight, drift, symmetric)
-
-    def lines(self, centre: float, width: float, *, stretch: float = 1.0, angle: float = 0.0,
-              symmetric: float = 0.0) -> torch.Tensor:
-        """Soft mask (S, H, W) of a dense network of thin curves `width` pixels wide: the zero
-        set of a band-pass field of ring radius `centre` (curves about 1/centre apart), at the
-        distance |f| / |grad f| from it, scaled by `detail`. Trabeculae, fat septa, muscle striation and sulci are such
-        structured edges, which smooth shapes and blob-like leaves lack."""
-        f = self.field(centre, centre / 4, stretch=stretch, angle=angle, symmetric=symmetric)
-        gy, gx = torch.gradient(f, dim=(-2, -1))
-        distance = f.abs() / torch.sqrt(gy**2 + gx**2 + 1e-12) * self.unit
-        return self.detail * self.soft(0.5 * width * self.unit - distance)
 
     def fractal(self, exponent: float, *, drift: float = 0.3, symmetric: float = 0.0) -> torch.Tensor:
         """A random field with a 1/f^exponent power spectrum (natural-image-like texture)."""

@@ -210,7 +210,7 @@ def _render(config: SynthConfig, index: int, acquisition: str | None = None
     middle = 0.75 * float(2 * torch.rand((), generator=generator) - 1)
     t = middle + spacing * (torch.arange(config.slices_per_volume, dtype=torch.float64)
                             - (config.slices_per_volume - 1) / 2)
-    canvas = Canvas(config.matrix or config.shape, config.shape, t, generator, config.detail)
+    canvas = Canvas(config.matrix or config.shape, config.shape, t, generator)
     layers, body = _SHAPES[config.anatomy](canvas)
     acquisition = acquisition or config.acquisitions[index % len(config.acquisitions)]
     contrast = _contrast(acquisition, config.anatomy, torch.Generator().manual_seed(_volume_seed(config, index) ^ 7))
