@@ -11,9 +11,6 @@ A phantom volume is painted in three stages on a `Canvas` (S slices of an (H, W)
    leaf is an ellipsoid across slices too, so it appears, grows and vanishes along the stack.
 3. 1/f-like texture and a smooth bias field multiply the result (`Canvas.fractal`).
 
-The anatomy also draws line networks (`Canvas.lines`: septa, striation, trabeculae, sulci,
-vessels), dense thin curves that give the images structured edges between the smooth shapes.
-
 Leaves are placed from a fixed number of continuous random draws, and random fields from
 spectral coefficients on a fixed frequency grid, so a patient looks the same at any matrix size
 over the same field of view (resolution shifts). Edges are soft (partial volume) with a
