@@ -47,3 +47,29 @@ def test_the_demos_shipped_varnet_weights_load_and_reconstruct():
     mask[12:20] = True
     image = method.reconstruct(kspace * mask, mask)
     assert image.shape[-2:] == (64, 32) and torch.isfinite(image).all()
+
+
+def test_demo_weights_keeps_what_a_study_reads_and_drops_the_optimizer(tmp_path, monkeypatch):
+    from mrirobust.data.dataset import SliceDataset
+    from mrirobust.data.synthetic import SynthConfig, synthesize
+    from mrirobust.workflows.train import train, training_seconds
+
+    synthesize(tmp_path / "data", [SynthConfig("knee", split=s, num_volumes=1, slices_per_volume=2, num_coils=2,
+                                               shape=(32, 32)) for s in ("train", "val")])
+    spec = {"name": "unet-small", "chans": 4, "num_pool_layers": 2}
+    run = tmp_path / "run"
+    train(spec, SliceDataset(tmp_path / "data" / "knee" / "train"), SliceDataset(tmp_path / "data" / "knee" / "val"),
+          run, TrainConfig(epochs=2, progress=False))
+    script = importlib.util.spec_from_file_location("demo_weights", ROOT / "bench" / "demo_weights.py")
+    demo_weights = importlib.util.module_from_spec(script)
+    script.loader.exec_module(demo_weights)
+    shipped = tmp_path / "shipped.ckpt"
+    monkeypatch.setattr("sys.argv", ["demo_weights.py", str(run), "--to", str(shipped)])
+    demo_weights.main()
+    state = torch.load(shipped, weights_only=True)
+    assert "optimizer" not in state and set(state) == {*demo_weights.KEEP, "history"}
+    assert len(state["history"]) == 2  # the whole run's epochs, from last.ckpt
+    assert training_seconds(shipped) == training_seconds(run / "last.ckpt") > 0
+    best = torch.load(run / "best.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(state["state_dict"][k], v) for k, v in best.items())
+    build({**spec, "checkpoint": str(shipped)})  # loads as the method it records
