@@ -21,13 +21,12 @@ from mrirobust.methods import unet as unet_module
 from mrirobust.methods.base import build
 
 
-def _swap(model: nn.Module, make: type[nn.Module]) -> nn.Module:
-    """`model` with every instance norm replaced by `make()` (neither has parameters)."""
+def _swap(model: nn.Module, make: type[nn.Module]) -> None:
+    """Replace every instance norm of `model` by `make()`, in place (neither has parameters)."""
     for parent in model.modules():
         for name, child in parent.named_children():
             if isinstance(child, (nn.InstanceNorm2d, unet_module.InstanceNorm)):
                 setattr(parent, name, make())
-    return model
 
 
 def _step_seconds(model: nn.Module, inputs: tuple[torch.Tensor, ...], steps: int) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from mrirobust.atomic import atomic_path
+from mrirobust.methods.unet import load_checkpoint
 from mrirobust.workflows.train import BEST, CHECKPOINT
 
 KEEP = ("method", "state_dict", "epoch", "train_config")
@@ -29,8 +30,7 @@ def main() -> None:
     parser.add_argument("--to", type=Path,
                         default=Path(__file__).resolve().parents[1] / "src/mrirobust/study/varnet-small-knee.ckpt")
     args = parser.parse_args()
-    best = torch.load(args.run / BEST, map_location="cpu", weights_only=True)
-    last = torch.load(args.run / CHECKPOINT, map_location="cpu", weights_only=True)
+    best, last = load_checkpoint(args.run / BEST), load_checkpoint(args.run / CHECKPOINT)
     shipped = {key: best[key] for key in KEEP} | {"history": last["history"]}
     with atomic_path(args.to) as tmp:
         torch.save(shipped, tmp)

@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import SliceDataset
@@ -46,6 +45,7 @@ from mrirobust.data.synthetic import PRESETS, synthesize
 from mrirobust.demo import demo_config
 from mrirobust.evaluate import evaluate, summarise
 from mrirobust.methods.base import build
+from mrirobust.methods.unet import load_checkpoint
 from mrirobust.physics.masks import MaskSpec
 from mrirobust.workflows.train import TrainConfig, train
 
@@ -57,7 +57,7 @@ def _demo_training(label: str) -> tuple[dict, TrainConfig]:
     entry = demo_config()["methods"][label]
     spec = {k: v for k, v in entry.items() if k not in ("train", "checkpoint")}
     if "checkpoint" in entry:
-        return spec, TrainConfig(**torch.load(entry["checkpoint"], map_location="cpu", weights_only=True)["train_config"])
+        return spec, TrainConfig(**load_checkpoint(entry["checkpoint"])["train_config"])
     return spec, TrainConfig(**{k: v for k, v in entry["train"].items() if k != "data"})
 
 
