@@ -1,7 +1,7 @@
 """Ship a training run's best weights with the package, as the demo study's `checkpoint`.
 
-    python bench/realism.py --networks varnet-small --train-volumes 256 --no-l1 --out OUT
-    python bench/demo_weights.py OUT/varnet-small-volumes256 [--to src/mrirobust/study/varnet-small-knee.ckpt]
+    python bench/realism.py --networks varnet --train-volumes 256 --no-l1 --out OUT
+    python bench/demo_weights.py OUT/varnet-volumes256 --to src/mrirobust/study/varnet-small-knee.ckpt
 
 Keeps what a study reads from a checkpoint: the weights of `best.ckpt`, the method spec and the
 training settings it records, and the whole run's epoch history (from `last.ckpt`, so that
@@ -27,8 +27,7 @@ KEEP = ("method", "state_dict", "epoch", "train_config")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a training run's folder (best.ckpt and last.ckpt)")
-    parser.add_argument("--to", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "src/mrirobust/study/varnet-small-knee.ckpt")
+    parser.add_argument("--to", type=Path, required=True, help="the file to write (study/*.ckpt for the demo)")
     args = parser.parse_args()
     best, last = load_checkpoint(args.run / BEST), load_checkpoint(args.run / CHECKPOINT)
     shipped = {key: best[key] for key in KEEP} | {"history": last["history"]}

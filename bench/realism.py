@@ -1,13 +1,14 @@
 """Do networks trained as the demo trains them work on data they were not trained on?
 
     python bench/realism.py [--out out/bench-realism] [--real DIR_OR_FILE] [--images 6]
-                            [--networks unet-small varnet-small] [--no-l1]
+                            [--networks unet varnet unet-jitter] [--no-l1] [--anatomy knee|brain]
                             [--train-volumes N] [--epochs E] [--seed S]
 
-Generates the embedded demo dataset (timed), trains `unet-small` and `varnet-small` with the
-demo study's specs and training settings (read from study/demo.yaml) on its knee train split with
-the val split for checkpoint selection, exactly as `mrirobust demo` does (same seeds and masks), and
-scores them next to zero-filled and l1 (default lambda) at 4x (random mask, centre 0.08) on:
+Generates the embedded demo dataset (timed), trains the demo study's networks (`unet` and `varnet`
+by default; `unet-jitter` on request) with its specs and training settings (read from
+study/demo.yaml; for weights shipped with the package, the settings their checkpoint records) on its
+knee train split with the val split for checkpoint selection (same seeds and masks), and scores them
+next to zero-filled and l1 (default lambda) at 4x (random mask, centre 0.08) on:
 
 - knee-test: the held-out knee test split (other patients, same family);
 - brain-test: the demo's brains (a held-out family: the anatomy shift);
@@ -50,30 +51,31 @@ from mrirobust.physics.masks import MaskSpec
 from mrirobust.workflows.train import TrainConfig, train
 
 
-def _demo_training(label: str) -> tuple[dict, TrainConfig]:
-    """The demo study's method `label` (study/demo.yaml): its spec without `train` or `checkpoint`,
-    and its training settings (the mask being the default); for shipped weights, the settings
-    their checkpoint records (its train split is `--train-volumes`, given in demo.yaml)."""
-    entry = demo_config()["methods"][label]
-    spec = {k: v for k, v in entry.items() if k not in ("train", "checkpoint")}
-    if "checkpoint" in entry:
-        return spec, TrainConfig(**load_checkpoint(entry["checkpoint"])["train_config"])
-    return spec, TrainConfig(**{k: v for k, v in entry["train"].items() if k != "data"})
-
-
-RUNS = {"unet-small": _demo_training("unet"), "varnet-small": _demo_training("varnet")}
+NETWORKS = ("unet", "unet-jitter", "varnet")  # the demo study's trained networks, by label
 SPEC = MaskSpec("random", (0.08,), (4,))
 
 
-def _trained(name: str, folder: Path, train_set: Path, val_set: Path, changes: dict) -> dict:
-    """Train (or reuse) `name` on `train_set` as the demo does, with the TrainConfig `changes`; the
-    checkpoint's method spec."""
-    spec, config = RUNS[name]
+def demo_training(label: str, anatomy: str = "knee") -> tuple[dict, TrainConfig]:
+    """The demo study's method `label` (study/demo.yaml): its spec without `train` or weights, and
+    its training settings on `anatomy` (the mask being the default); for shipped weights, the
+    settings their checkpoint for that anatomy records (its train split is `--train-volumes`)."""
+    entry = demo_config()["methods"][label]
+    spec = {k: v for k, v in entry.items() if k not in ("train", "checkpoint", "checkpoints")}
+    shipped = entry.get("checkpoints", {}).get(anatomy) or entry.get("checkpoint")
+    if shipped:
+        return spec, TrainConfig(**load_checkpoint(shipped)["train_config"])
+    return spec, TrainConfig(**{k: v for k, v in entry["train"].items() if k != "data"})
+
+
+def _trained(label: str, folder: Path, train_set: Path, val_set: Path, changes: dict, anatomy: str) -> dict:
+    """Train (or reuse) the demo's `label` on `train_set` as the demo does, with the TrainConfig
+    `changes`; the checkpoint's method spec."""
+    spec, config = demo_training(label, anatomy)
     config = dataclasses.replace(config, **changes)
     if not (folder / "done").exists():
         start = time.perf_counter()
         result = train(spec, SliceDataset(train_set), SliceDataset(val_set), folder, config)
-        print(f"{name}: trained in {time.perf_counter() - start:.0f} s, best val SSIM "
+        print(f"{label}: trained in {time.perf_counter() - start:.0f} s, best val SSIM "
               f"{max(h['val_ssim'] for h in result.history):.4f}", flush=True)
         (folder / "done").write_text("")
     return {**spec, "checkpoint": str(folder / "best.ckpt")}
@@ -110,8 +112,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench-realism"))
     parser.add_argument("--real", type=Path, help="real magnitude images: a folder or one file")
     parser.add_argument("--images", type=int, default=6, help="slices per evaluation set")
-    parser.add_argument("--networks", nargs="+", choices=sorted(RUNS), default=sorted(RUNS),
-                        help="the networks to train and score")
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=["unet", "varnet"],
+                        help="the demo's networks (method labels) to train and score")
     parser.add_argument("--l1", action=argparse.BooleanOptionalAction, default=True, help="score l1")
     parser.add_argument("--anatomy", choices=("knee", "brain"), default="knee", help="the family trained on")
     parser.add_argument("--train-volumes", type=int, help="train on this many patients of one slice")
@@ -128,9 +130,9 @@ def main() -> None:
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
     parts = ["brain"] * (args.anatomy == "brain") + [f"volumes{args.train_volumes}"] * bool(args.train_volumes)
     run = "".join(f"-{part}" for part in [*parts, *(f"{k}{v}" for k, v in changes.items())])
-    networks = [build(_trained(n, args.out / f"{n}{run}", train_set, family / "val", changes))
-                for n in args.networks]
-    methods = [build("zero-filled"), *([build("l1")] if args.l1 else []), *networks]
+    methods = {"zero-filled": build("zero-filled"), **({"l1": build("l1")} if args.l1 else {}),
+               **{n: build(_trained(n, args.out / f"{n}{run}", train_set, family / "val", changes, args.anatomy))
+                  for n in args.networks}}
     sets = {}
     for name, folder in (("knee-test", data / "knee" / "test"), ("brain-test", data / "brain" / "test")):
         dataset = SliceDataset(folder)

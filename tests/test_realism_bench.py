@@ -23,18 +23,20 @@ def test_realism_trains_the_demo_studys_networks(tmp_path):
     raw = demo_config()
     for source in raw["data"]:
         (tmp_path / "data" / source).mkdir(parents=True)  # the study checks that its data folders exist
-    recon = {"recon": {**raw["experiments"]["recon"], "methods": ["unet", "varnet"]}}
+    recon = {"recon": {**raw["experiments"]["recon"], "methods": ["unet", "varnet", "unet-jitter"]}}
     study = validate({**raw, "experiments": recon}, base=tmp_path)  # the methods as the study resolves them
-    for name, label in (("unet-small", "unet"), ("varnet-small", "varnet")):
-        method, config = realism.RUNS[name]
+    for label in realism.NETWORKS:
         entry = study.methods[label]
-        assert method == {k: v for k, v in entry.config.items() if k != "checkpoint"}
-        if entry.train:
-            assert asdict(config) == asdict(TrainConfig(**{k: v for k, v in entry.train.items() if k != "data"}))
-        else:  # weights shipped with the package: realism retrains them with the recipe they record
-            shipped = torch.load(entry.config["checkpoint"], map_location="cpu", weights_only=True)
-            assert asdict(config) == shipped["train_config"]
-            assert {k: shipped["method"][k] for k in method} == method  # trained as the demo builds it
+        for anatomy in ("knee", "brain"):
+            method, config = realism.demo_training(label, anatomy)
+            assert method == {k: v for k, v in entry.config.items() if k != "checkpoint"}
+            shipped = (entry.checkpoints or {}).get(anatomy) or entry.config.get("checkpoint")
+            if entry.train:
+                assert asdict(config) == asdict(TrainConfig(**{k: v for k, v in entry.train.items() if k != "data"}))
+            else:  # weights shipped with the package: realism retrains them with the recipe they record
+                state = torch.load(shipped, map_location="cpu", weights_only=True)
+                assert asdict(config) == state["train_config"]
+                assert {k: state["method"][k] for k in method} == method  # trained as the demo builds it
 
 
 def test_the_demos_shipped_varnet_weights_load_and_reconstruct():

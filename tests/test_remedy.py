@@ -179,7 +179,7 @@ def test_bad_specs_are_named():
 def test_a_standard_without_a_target_version_is_refused_before_compute(data, tmp_path):
     experiment = {"kind": "remedy", "against": "shift", "standard": "zero-filled", "remedies": ["sense"],
                   "source": "knee", "target": "brain"}
-    with pytest.raises(ConfigError, match="experiments.gap.standard: 'zero-filled' is neither trained nor tuned"):
+    with pytest.raises(ConfigError, match="experiments.gap.standard: 'zero-filled' is neither trained, tuned nor given"):
         run_study(_study(data, gap=experiment), tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "store").exists()
 

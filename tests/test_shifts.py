@@ -146,6 +146,25 @@ def test_anatomy_shift_both_directions_other_coils_and_readout(data, tmp_path):
         "figure4-test-brain", "figure4-test-knee", "figure13-train-knee", "figure13-train-brain"}
     assert _drawn("anatomy_shift", result, tmp_path / "figures") == ["figure4.png", "figure13.png", "examples.png"]
 
+    # weights given per domain (`checkpoints`, as the demo ships them) stand in for both trainings
+    trained = {("brain" if "brain" in (p.parent / "done.yaml").read_text() else "knee"): str(p)
+               for p in (tmp_path / "cache").glob("unet-4-*/best.ckpt")}
+    member = {**GROUPS["U-net"][0], "checkpoint": trained["knee"]}
+    fresh = tmp_path / "fresh-cache"
+    given = run_experiment(_shift(AnatomyShift, fresh, data / "knee", data / "brain",
+                                  groups={"U-net": [{**member, "checkpoints": {"brain": trained["brain"]}}]}),
+                           UnitCache(tmp_path / "given"), progress=False)
+    assert not list(fresh.glob("*/done.yaml"))
+
+    def scores(found: list[dict]) -> list[tuple]:
+        return sorted((r["trained_on"], r["evaluated_on"], r["file"], r["slice"], r[SSIM]) for r in found
+                      if r["model"] == "unet-4")
+
+    assert scores(given.rows) == scores(rows) and len(scores(rows)) == 2 * (10 + 3)  # 2 directions, 13 test slices
+    # without the target's weights, its "trained on brain" model would be the knee one: refused
+    with pytest.raises(ConfigError, match="unet-4 comes with trained weights .* none trained on brain"):
+        _shift(AnatomyShift, fresh, data / "knee", data / "brain", groups={"U-net": [member]}).check()
+
 
 def test_shifts_sharing_units_label_rows_with_their_own_kind(data, tmp_path):
     # the demo's dataset and anatomy shifts share evaluation units (the identity holds no kind)

@@ -23,7 +23,7 @@ import mrirobust.study.store as store_module
 from mrirobust.cli import main
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError, MriRobustError
-from mrirobust.study.config import validate
+from mrirobust.study.config import load_study, validate
 from mrirobust.study.runner import describe_plan, run_study, write_study_report
 from mrirobust.study.store import Store
 from tests.test_mridata import fft3c, phantom_coil_images, write_ismrmrd
@@ -143,6 +143,16 @@ def _break(config: dict, path: str, value) -> dict:
     ("methods.unet.train.epoch", 3, "methods.unet.train.epoch"),
     ("methods.l1.tune.grid", {"lambda": [0.1]}, "methods.l1.tune.grid.lambda"),
     ("methods.l1.name", "l7", "methods.l1"),
+    ("methods.unet.checkpoints", {"brain": "b.ckpt"}, "methods.unet.checkpoints"),  # with `train`
+    ("methods.l1.checkpoints", {"brain": "b.ckpt"}, "methods.l1.checkpoints"),  # not trainable
+    ("methods.zero-filled", {"name": "unet-small", "checkpoint": "k.ckpt", "checkpoints": {"elbow": "e.ckpt"}},
+     "methods.zero-filled.checkpoints"),
+    ("methods.zero-filled", {"name": "unet-small", "checkpoint": "k.ckpt", "checkpoints": {"brain": 3}},
+     "methods.zero-filled.checkpoints.brain"),
+    ("methods.zero-filled", {"name": "unet-small", "checkpoint": "k.ckpt", "checkpoints": ["b.ckpt"]},
+     "methods.zero-filled.checkpoints"),
+    ("methods.zero-filled", {"name": "ttt", "base": "unet", "checkpoints": {"brain": "b.ckpt"}},
+     "methods.zero-filled.checkpoints"),  # a wrapper's weights are its base's
     ("executor", {"kind": "slurm"}, "executor.kind"),
 ])
 def test_validation_names_the_field(data, path, value, field):
@@ -153,6 +163,25 @@ def test_validation_names_the_field(data, path, value, field):
     with pytest.raises(ConfigError) as caught:
         validate(_break(_config(data), path, value))
     assert caught.value.field == field
+
+
+def test_weights_paths_are_relative_to_the_config_file(data, tmp_path):
+    config = _config(data)
+    path = tmp_path / "studies" / "study.yaml"
+    (path.parent / "weights").mkdir(parents=True)
+    for name in ("knee.ckpt", "brain.ckpt", "elsewhere.ckpt"):
+        (path.parent / "weights" / name).touch()  # only read by the experiments' checks
+    elsewhere = str(path.parent / "weights" / "elsewhere.ckpt")
+    config["methods"]["shipped"] = {"name": "unet-small", "checkpoint": "weights/knee.ckpt",
+                                    "checkpoints": {"brain": "weights/brain.ckpt", "knee": elsewhere}}
+    path.write_text(yaml.safe_dump(config))
+    shipped = load_study(path).methods["shipped"]
+    assert shipped.config["checkpoint"] == str(path.parent / "weights" / "knee.ckpt")
+    assert shipped.checkpoints == {"brain": str(path.parent / "weights" / "brain.ckpt"), "knee": elsewhere}
+    config["methods"]["shipped"]["checkpoints"]["brain"] = "weights/none.ckpt"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="methods.shipped.checkpoints.brain: .*none.ckpt: no such file"):
+        load_study(path)
 
 
 def test_validation_happens_before_any_work(data, tmp_path, monkeypatch):

@@ -39,6 +39,8 @@ def demo_config(quick: bool = False) -> dict:
     for entry in config["methods"].values():
         if isinstance(entry, dict) and "checkpoint" in entry:
             entry["checkpoint"] = str(folder.joinpath(entry["checkpoint"]))
+        if isinstance(entry, dict) and "checkpoints" in entry:
+            entry["checkpoints"] = {data: str(folder.joinpath(path)) for data, path in entry["checkpoints"].items()}
     return config
 
 

@@ -38,6 +38,7 @@ class MethodInput:
     config: dict[str, Any]
     train: dict[str, Any] | None = None  # TrainConfig fields
     tune: dict[str, Any] | None = None  # {"grid": {...}, "images": n}
+    checkpoints: dict[str, str] | None = None  # {data label: weights trained there} (study.config)
 
 
 @dataclass(frozen=True)

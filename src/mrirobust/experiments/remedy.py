@@ -172,9 +172,9 @@ class Remedy(Experiment):
         if self.spec.against == "shift":
             check_checkpoints(self.inputs, self.spec.remedies, "remedies")
             model = self.inner[SHIFT_KEY].models[0]
-            if not (describe(model.config).needs_checkpoint or model.grid):
-                raise ConfigError("standard", f"{model.label!r} is neither trained nor tuned: without a version "
-                                              "prepared on the target the shift gap is undefined")
+            if not (describe(model.config).needs_checkpoint or model.grid or model.checkpoints):
+                raise ConfigError("standard", f"{model.label!r} is neither trained, tuned nor given `checkpoints`: "
+                                              "without a version prepared on the target the shift gap is undefined")
 
     def units(self) -> list[Unit]:
         units = []

@@ -132,7 +132,8 @@ class Shift(Experiment):
             method = self.inputs.method(spec, where)
             tune = method.tune or {}
             return {**method.config, "label": spec, **({"tune": tune["grid"]} if "grid" in tune else {}),
-                    **({"train": method.train} if method.train else {})}
+                    **({"train": method.train} if method.train else {}),
+                    **({"checkpoints": method.checkpoints} if method.checkpoints else {})}
         if not isinstance(spec, Mapping) or "name" not in spec:
             raise ConfigError(where, "expected a method label or a method config with a `name`")
         return dict(spec)
@@ -156,6 +157,7 @@ class Shift(Experiment):
                           for _, ds in self.directions() for d in ds}
         for dataset in self.evaluated.values():
             check_data(dataset, self.mask())
+        self.check_weights()
         needs_training = any(needs_preparing(m.config) or m.grid for m in self.models)
         self.fixes = {}
         for train_domain, _ in self.directions():
@@ -164,6 +166,22 @@ class Shift(Experiment):
                 check_data(train_set, self.mask())
             self.fixes[train_domain.label] = check_compatible(train_set, self.evaluated, self.checked_models(),
                                                               self.mask(), self.train_config.batch_size)
+
+    def check_weights(self) -> None:
+        """Weights given per domain load; a model with trained weights has them for every domain it is
+        trained on here (the source's are its `checkpoint`): else the target's would be the source's."""
+        source = self.domain(self.spec.source, "source").label
+        for model in self.models:
+            given = model.checkpoints or {}
+            for path in given.values():
+                build({**model.config, "checkpoint": path})
+            trained_elsewhere = (describe(model.config).trainable and not needs_preparing(model.config)
+                                 and not model.grid)
+            for train_domain, _ in self.directions():
+                if trained_elsewhere and train_domain.label != source and train_domain.label not in given:
+                    raise ConfigError("groups", f"{model.label} comes with trained weights (`checkpoint`) but none "
+                                                f"trained on {train_domain.label}: give the method `checkpoints: "
+                                                f"{{{train_domain.label}: FILE}}` or a `train` section")
 
     def eval_slices(self) -> str | None:
         return None
@@ -175,13 +193,15 @@ class Shift(Experiment):
         dataset = self.evaluated[domain.label]
         count = len(dataset) if self.spec.images is None else min(self.spec.images, len(dataset))
         trained = needs_preparing(model.config)
+        given = (model.checkpoints or {}).get(train_domain.label) if train_domain is not None else None
         prepared = train_domain is not None and (trained or bool(model.grid))
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],
                     "train": self.train_config.identity() if trained else None,
                     "prepared_on": self.split_identity(train_domain) if prepared else None,
                     "data": data_identity(dataset), "slices": [slice_id(dataset.index[i]) for i in range(count)],
-                    "mask": self.mask().describe(), "resolution_fix": fix, "version": mrirobust.__version__}
+                    "mask": self.mask().describe(), "resolution_fix": fix, "version": mrirobust.__version__,
+                    **({"weights": given} if given else {})}
         trained_on = train_domain.label if train_domain is not None else "-"
         name = f"{model.label}-{trained_on}-on-{domain.label}"
         return Unit(name, identity, (model, train_domain, domain, count, fix))

@@ -41,6 +41,7 @@ class MethodEntry:
     train: dict[str, Any] | None = None  # {"data": name, **TrainConfig fields}
     tune: dict[str, Any] | None = None  # {"data": name, "grid": {...}, "images": n}
     base: str | None = None  # a wrapper's (ttt's) study method label: its config, prepared, is the wrapped one
+    checkpoints: dict[str, str] | None = None  # {data label: weights trained there}, for experiments that train
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def validate(raw: Any, *, base: Path = Path("."), path: Path | None = None) -> S
     default_mask = parse_mask(_mapping(raw.get("mask", {}), "mask"), "mask", DEFAULT_MASK)
     data = {key: _data(key, value, base, default_mask)
             for key, value in _mapping(raw.get("data"), "data", required=True).items()}
-    raw_methods = _mapping(raw.get("methods", {}), "methods")
+    raw_methods = {key: _weights_from(value, base) for key, value in _mapping(raw.get("methods", {}), "methods").items()}
     methods = {key: _method(key, value, data, raw_methods) for key, value in raw_methods.items()}
     experiments = {key: _experiment(key, value, data, methods, base)
                    for key, value in _mapping(raw.get("experiments"), "experiments", required=True).items()}
@@ -162,14 +163,31 @@ def _data_ref(value: Any, field: str, data: Mapping[str, DataSource]) -> str:
     return value
 
 
+def _weights_from(value: Any, base: Path) -> Any:
+    """A method entry with its `checkpoint` and `checkpoints` paths relative to the config's folder."""
+    def resolve(path: Any) -> Any:
+        return str(base / path) if isinstance(path, str) and path and not Path(path).is_absolute() else path
+
+    if not isinstance(value, Mapping):
+        return value
+    value = {**value, **({"checkpoint": resolve(value["checkpoint"])} if "checkpoint" in value else {})}
+    if isinstance(value.get("checkpoints"), Mapping):
+        value["checkpoints"] = {key: resolve(path) for key, path in value["checkpoints"].items()}
+    return value
+
+
 def _method(label: str, value: Any, data: Mapping[str, DataSource], labels: Mapping[str, Any]) -> MethodEntry:
     field = f"methods.{label}"
     config = {"name": value} if isinstance(value, str) else _mapping(value, field)
     if not isinstance(config.get("name"), str):
         raise ConfigError(f"{field}.name", "missing: a registered method, entry point or module:attr")
     train, tune = config.pop("train", None), config.pop("tune", None)
+    checkpoints = _checkpoints(config.pop("checkpoints", None), field, data)
     wraps = _wrapped_setting(config, field)
     if wraps is not None and isinstance(config.get(wraps), str):
+        if checkpoints is not None:
+            raise ConfigError(f"{field}.checkpoints", f"{label} is prepared through {config[wraps]!r}: give "
+                                                      "`checkpoints` there")
         return _wrapper(label, config, wraps, train or tune, data, labels)
     try:
         method = describe(config)  # traits and checked settings; no network built, no checkpoint read
@@ -190,9 +208,32 @@ def _method(label: str, value: Any, data: Mapping[str, DataSource], labels: Mapp
     elif wraps is not None and describe(config[wraps]).needs_checkpoint:
         raise ConfigError(f"{field}.{wraps}", "a trainable method needs a `checkpoint`, or name a study method "
                                               "label with a `train` section")
+    if checkpoints is not None and not method.trainable:
+        raise ConfigError(f"{field}.checkpoints", f"{config['name']} is not trainable")
+    if checkpoints is not None and train is not None:
+        raise ConfigError(f"{field}.checkpoints", "weights per data source go with a `checkpoint`, not with a "
+                                                  "`train` section (which trains on each)")
+    for key, path in (checkpoints or {}).items():
+        try:
+            describe({**config, "checkpoint": path})
+        except ConfigError as error:
+            raise ConfigError(f"{field}.checkpoints.{key}", str(error)) from None
     if tune is not None:
         tune = _tune(tune, field, config, data)
-    return MethodEntry(label, config, train, tune)
+    return MethodEntry(label, config, train, tune, checkpoints=checkpoints)
+
+
+def _checkpoints(value: Any, field: str, data: Mapping[str, DataSource]) -> dict[str, str] | None:
+    """`checkpoints: {data label: file}`: the method's weights as trained on that data, which the
+    experiments that train a method on a domain (anatomy shift, a remedy's shift gap) use instead."""
+    if value is None:
+        return None
+    checkpoints = _mapping(value, f"{field}.checkpoints", required=True)
+    for key, path in checkpoints.items():
+        _data_ref(key, f"{field}.checkpoints", data)
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{field}.checkpoints.{key}", "expected the path of a checkpoint file")
+    return checkpoints
 
 
 def _wrapped_setting(config: dict[str, Any], field: str) -> str | None:

@@ -83,7 +83,7 @@ def _prepare_job(entry: MethodEntry, study: Study, out: Path, identities: dict) 
 
 def _method_input(entry: MethodEntry) -> MethodInput:
     train = {k: v for k, v in entry.train.items() if k != "data"} if entry.train else None
-    return MethodInput(entry.config, train, entry.tune)
+    return MethodInput(entry.config, train, entry.tune, entry.checkpoints)
 
 
 def _experiment_job(exp: ExperimentEntry, study: Study, out: Path, identities: dict, method_keys: dict) -> Job:

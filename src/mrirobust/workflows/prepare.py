@@ -39,6 +39,7 @@ class Model:
     config: dict[str, Any]
     grid: dict[str, list[Any]] | None = None
     train: dict[str, Any] | None = None  # this model's TrainConfig fields over the experiment's
+    checkpoints: dict[str, str] | None = None  # {domain label: weights trained there}: used, not trained
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class Prepared:
 
 
 def parse_groups(groups: Mapping[str, Sequence[str | Mapping[str, Any]]]) -> list[Model]:
-    """Groups of method specs (a name or a config; a config's `label`, `tune` (grid) and `train`
-    (TrainConfig fields for this model only) keys are taken out)."""
+    """Groups of method specs (a name or a config; a config's `label`, `tune` (grid), `train`
+    (TrainConfig fields for this model only) and `checkpoints` (weights per domain) keys are taken out)."""
     models = []
     for group, specs in groups.items():
         for spec in specs:
@@ -60,12 +61,14 @@ def parse_groups(groups: Mapping[str, Sequence[str | Mapping[str, Any]]]) -> lis
             label = config.pop("label", None)
             grid = config.pop("tune", None)
             train_settings = config.pop("train", None)
+            checkpoints = config.pop("checkpoints", None)
             method = describe(config)
             if grid is None and not method.trainable:
                 grid = TUNE_GRIDS.get(method.family)
             label = label or "-".join([config["name"], *(f"{k}{v}" for k, v in config.items() if k != "name")])
             models.append(Model(label, group, config, dict(grid) if grid else None,
-                                dict(train_settings) if train_settings else None))
+                                dict(train_settings) if train_settings else None,
+                                dict(checkpoints) if checkpoints else None))
     labels = [m.label for m in models]
     twice = sorted({n for n in labels if labels.count(n) > 1})
     if twice or not models:
@@ -96,12 +99,17 @@ class PrepareSettings:
 def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared:
     """Train (trainable without a checkpoint) or tune (with a grid) `model` on the source, or reuse
     the cached result (a training already cached under another label included); a model given its
-    checkpoint is used as is; a wrapper (ttt) gets its wrapped method prepared."""
+    checkpoint is used as is, and one given weights for this domain (`checkpoints`) uses those; a
+    wrapper (ttt) gets its wrapped method prepared."""
     wraps = wrapped_setting(model.config)
     if wraps is not None and needs_preparing(model.config):  # a wrapper (ttt): prepare the wrapped method
         inner = prepare(Model(f"{model.label}.{wraps}", model.group, dict(model.config[wraps]), None, model.train),
                         source, settings)
         return Prepared(model, {**model.config, wraps: inner.config}, digest([inner.identity, model.config]))
+    given = (model.checkpoints or {}).get(source.label)
+    if given is not None:
+        config = {**model.config, "checkpoint": given}
+        return Prepared(model, config, digest(describe(config).config()))
     train_config = replace(settings.train, **(model.train or {}))
     torch.manual_seed(train_config.seed)  # as before: what follows in this process sees the same RNG state
     method = describe(model.config)
