@@ -7,8 +7,8 @@ remedy job's), the knee-trained unet-small (P), TTT of it with the demo study's 
 (`--anchor` overrides its anchor) and the brain-trained one (Q). Dim = target below 5% of its
 maximum (the RSS noise floor there); scikit-image's SSIM map (7x7 uniform window, the volume
 maximum as data range) averaged over each region, and the mean image level in the dim region
-("floor") next to the target's. The checkpoints are the demo cache's `unet-*/best.ckpt` (the first
-line of each folder's done.yaml names its training data).
+("floor") next to the target's. The demo's checkpoints ship with the package:
+src/mrirobust/study/unet-small-knee.ckpt and unet-small-brain.ckpt.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@ the networks TTT fine-tuned on each clean slice?
 
     python bench/ttt_surrogates.py DEMO_OUT CHECKPOINT [--data knee] [--images 4] [--eps 0.08] [--steps 10]
 
-DEMO_OUT is a finished `mrirobust demo --out DEMO_OUT` (its data), CHECKPOINT a unet-small of its
-cache (DEMO_OUT/cache/unet-*/best.ckpt; the first line of the folder's done.yaml names the data
-it was trained on). TTT runs the demo study's `unet-ttt` recipe on that checkpoint; each test slice (4x random mask,
+DEMO_OUT is a finished `mrirobust demo --out DEMO_OUT` (its data), CHECKPOINT a unet-small's weights
+(the demo's knee-trained ones ship as src/mrirobust/study/unet-small-knee.ckpt). TTT runs the demo study's `unet-ttt` recipe on that checkpoint; each test slice (4x random mask,
 centre 0.08, fastMRI's per-file seed) is attacked with PGD on each surrogate, the perturbation scored
 on TTT. Prints per slice TTT's clean SSIM and its SSIM loss under each surrogate's perturbation,
 then the means with bootstrap 95% CIs and the paired difference (fine-tuned - base).

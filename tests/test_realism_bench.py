@@ -39,16 +39,20 @@ def test_realism_trains_the_demo_studys_networks(tmp_path):
                 assert {k: state["method"][k] for k in method} == method  # trained as the demo builds it
 
 
-def test_the_demos_shipped_varnet_weights_load_and_reconstruct():
-    config = demo_config()["methods"]["varnet"]
-    assert Path(config["checkpoint"]).is_file()
-    method = build(config)  # the weights load strictly into the demo's architecture
+def test_the_demos_shipped_weights_load_and_reconstruct():
+    shipped = [({k: v for k, v in entry.items() if k != "checkpoints"}, path)
+               for entry in demo_config()["methods"].values() if isinstance(entry, dict)
+               for path in [entry.get("checkpoint"), *entry.get("checkpoints", {}).values()] if path]
+    assert shipped
     kspace = torch.randn(1, 4, 64, 32, dtype=torch.complex64)
     mask = torch.zeros(32, dtype=torch.bool)
     mask[::2] = True
     mask[12:20] = True
-    image = method.reconstruct(kspace * mask, mask)
-    assert image.shape[-2:] == (64, 32) and torch.isfinite(image).all()
+    for config, path in shipped:
+        assert Path(path).is_file()
+        method = build({**config, "checkpoint": path})  # the weights load strictly into the demo's architecture
+        image = method.reconstruct(kspace * mask, mask)
+        assert image.shape[-2:] == (64, 32) and torch.isfinite(image).all(), path
 
 
 def test_demo_weights_keeps_what_a_study_reads_and_drops_the_optimizer(tmp_path, monkeypatch):
