@@ -237,6 +237,29 @@ def test_study_runs_once_then_only_what_changed(data, tmp_path, monkeypatch, cap
     assert "done  " in describe_plan(validate(changed), out) and "to run" not in describe_plan(validate(changed), out)
 
 
+def test_weights_per_data_source_stand_in_for_the_shifts_trainings(data, tmp_path):
+    import pyarrow.parquet as pq
+
+    config = _config(data)
+    config["experiments"] = {"shift": config["experiments"]["shift"]}
+    trained = run_study(config, tmp_path / "a", progress=False)
+    weights = {("brain" if "/brain" in (p.parent / "done.yaml").read_text() else "knee"): str(p)
+               for p in (trained / "cache").glob("unet-*/best.ckpt")}
+    assert set(weights) == {"knee", "brain"}
+    unet = {k: v for k, v in config["methods"]["unet"].items() if k != "train"}
+    config["methods"]["unet"] = {**unet, "checkpoint": weights["knee"], "checkpoints": {"brain": weights["brain"]}}
+    given = run_study(config, tmp_path / "b", progress=False)
+    assert not list((given / "cache").glob("*/done.yaml"))  # nothing trained
+
+    def unet_rows(out: Path) -> list[tuple]:
+        rows = pq.read_table(out / "results.parquet").to_pylist()
+        return sorted((r["trained_on"], r["evaluated_on"], r["file"], r["slice"], r["ssim[fastmri,volume-max]"])
+                      for r in rows if r["model"] == "unet")
+
+    assert unet_rows(given) == unet_rows(trained) and {r[:2] for r in unet_rows(given)} == {
+        ("knee", "knee"), ("knee", "brain"), ("brain", "brain"), ("brain", "knee")}
+
+
 def test_sigkill_at_random_points_gives_the_uninterrupted_rows(data, tmp_path):
     config = _config(data)
     config["experiments"] = {k: v for k, v in config["experiments"].items() if k in ("recon", "attack", "heatmap")}
