@@ -34,13 +34,12 @@ def demo_config(quick: bool = False) -> dict:
     """The packaged demo study (data paths relative to the demo folder; method checkpoints, the
     weights shipped with the package, relative to the study's package folder)."""
     name = "quick.yaml" if quick else "demo.yaml"
+    from mrirobust.study.config import weights_relative_to
+
     folder = resources.files("mrirobust.study")
     config = yaml.safe_load(folder.joinpath(name).read_text())
-    for entry in config["methods"].values():
-        if isinstance(entry, dict) and "checkpoint" in entry:
-            entry["checkpoint"] = str(folder.joinpath(entry["checkpoint"]))
-        if isinstance(entry, dict) and "checkpoints" in entry:
-            entry["checkpoints"] = {data: str(folder.joinpath(path)) for data, path in entry["checkpoints"].items()}
+    config["methods"] = {label: weights_relative_to(entry, Path(str(folder)))
+                         for label, entry in config["methods"].items()}
     return config
 
 

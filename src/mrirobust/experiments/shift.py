@@ -172,13 +172,12 @@ class Shift(Experiment):
         trained on here (the source's are its `checkpoint`): else the target's would be the source's."""
         source = self.domain(self.spec.source, "source").label
         for model in self.models:
-            given = model.checkpoints or {}
-            for path in given.values():
+            for path in (model.checkpoints or {}).values():
                 build({**model.config, "checkpoint": path})
             trained_elsewhere = (describe(model.config).trainable and not needs_preparing(model.config)
                                  and not model.grid)
             for train_domain, _ in self.directions():
-                if trained_elsewhere and train_domain.label != source and train_domain.label not in given:
+                if trained_elsewhere and train_domain.label != source and not model.weights_on(train_domain.label):
                     raise ConfigError("groups", f"{model.label} comes with trained weights (`checkpoint`) but none "
                                                 f"trained on {train_domain.label}: give the method `checkpoints: "
                                                 f"{{{train_domain.label}: FILE}}` or a `train` section")
@@ -193,7 +192,7 @@ class Shift(Experiment):
         dataset = self.evaluated[domain.label]
         count = len(dataset) if self.spec.images is None else min(self.spec.images, len(dataset))
         trained = needs_preparing(model.config)
-        given = (model.checkpoints or {}).get(train_domain.label) if train_domain is not None else None
+        given = model.weights_on(train_domain.label) if train_domain is not None else None
         prepared = train_domain is not None and (trained or bool(model.grid))
         fix = self.fixes[train_domain.label][domain.label] if train_domain is not None else None
         identity = {"kind": "shift-evaluation", "model": [model.config, model.grid, model.train],

@@ -102,7 +102,8 @@ def validate(raw: Any, *, base: Path = Path("."), path: Path | None = None) -> S
     default_mask = parse_mask(_mapping(raw.get("mask", {}), "mask"), "mask", DEFAULT_MASK)
     data = {key: _data(key, value, base, default_mask)
             for key, value in _mapping(raw.get("data"), "data", required=True).items()}
-    raw_methods = {key: _weights_from(value, base) for key, value in _mapping(raw.get("methods", {}), "methods").items()}
+    raw_methods = {key: weights_relative_to(value, base)
+                   for key, value in _mapping(raw.get("methods", {}), "methods").items()}
     methods = {key: _method(key, value, data, raw_methods) for key, value in raw_methods.items()}
     experiments = {key: _experiment(key, value, data, methods, base)
                    for key, value in _mapping(raw.get("experiments"), "experiments", required=True).items()}
@@ -163,14 +164,17 @@ def _data_ref(value: Any, field: str, data: Mapping[str, DataSource]) -> str:
     return value
 
 
-def _weights_from(value: Any, base: Path) -> Any:
-    """A method entry with its `checkpoint` and `checkpoints` paths relative to the config's folder."""
+def weights_relative_to(value: Any, base: Path) -> Any:
+    """A method entry with its relative `checkpoint` and `checkpoints` paths made relative to `base`
+    (a study's: its config file's folder)."""
     def resolve(path: Any) -> Any:
         return str(base / path) if isinstance(path, str) and path and not Path(path).is_absolute() else path
 
     if not isinstance(value, Mapping):
         return value
-    value = {**value, **({"checkpoint": resolve(value["checkpoint"])} if "checkpoint" in value else {})}
+    value = dict(value)
+    if "checkpoint" in value:
+        value["checkpoint"] = resolve(value["checkpoint"])
     if isinstance(value.get("checkpoints"), Mapping):
         value["checkpoints"] = {key: resolve(path) for key, path in value["checkpoints"].items()}
     return value

@@ -41,6 +41,10 @@ class Model:
     train: dict[str, Any] | None = None  # this model's TrainConfig fields over the experiment's
     checkpoints: dict[str, str] | None = None  # {domain label: weights trained there}: used, not trained
 
+    def weights_on(self, domain: str) -> str | None:
+        """The weights given for training on `domain` (its label), if any."""
+        return (self.checkpoints or {}).get(domain)
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -106,7 +110,7 @@ def prepare(model: Model, source: Domain, settings: PrepareSettings) -> Prepared
         inner = prepare(Model(f"{model.label}.{wraps}", model.group, dict(model.config[wraps]), None, model.train),
                         source, settings)
         return Prepared(model, {**model.config, wraps: inner.config}, digest([inner.identity, model.config]))
-    given = (model.checkpoints or {}).get(source.label)
+    given = model.weights_on(source.label)
     if given is not None:
         config = {**model.config, "checkpoint": given}
         return Prepared(model, config, digest(describe(config).config()))
