@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrirobust.data.dataset import SliceDataset
+from mrirobust.data.dataset import SliceDataset, same_shape_batches, slice_shapes
 from mrirobust.data.synthetic import SynthConfig, synthesize
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.methods.base import Reconstructor
@@ -99,6 +99,23 @@ def test_training_improves_validation_ssim(data, tmp_path):
     assert result.last.exists() and result.best.exists()
     saved = torch.load(result.best, weights_only=True)
     assert saved["method"] == {"name": "tiny-trained", "nan_after": None, "width": 8} and "state_dict" in saved
+
+
+def test_batches_of_several_matrix_sizes_each_hold_one_size_and_cover_every_slice(tmp_path):
+    synthesize(tmp_path, [SynthConfig("knee", split="train", num_volumes=1, slices_per_volume=3, num_coils=4,
+                                      shape=(48, 48)),
+                          SynthConfig("knee", split="train", num_volumes=1, slices_per_volume=2, num_coils=4,
+                                      shape=(64, 64), folder="fine")])
+    mixed = SliceDataset(tmp_path)
+    shapes = slice_shapes(mixed, range(len(mixed)))
+    assert shapes == [tuple(mixed[i].kspace.shape[-2:]) for i in range(len(mixed))]
+    assert sorted(set(shapes)) == [(48, 48), (64, 64)]
+    batches = same_shape_batches(shapes, 2, torch.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == list(range(len(mixed)))
+    assert all(len(b) <= 2 and len({shapes[i] for i in b}) == 1 for b in batches)
+    assert batches == same_shape_batches(shapes, 2, torch.Generator().manual_seed(0))
+    result = train(TINY, mixed, None, tmp_path / "run", config(epochs=2))  # collate refuses mixed batches
+    assert [h["epoch"] for h in result.history] == [1, 2]
 
 
 def test_same_seed_same_weights_and_resume_after_interruption_gives_identical_weights(data, tmp_path):
@@ -199,7 +216,7 @@ def test_resuming_with_other_settings_names_the_setting(data, tmp_path):
 
 DDP_SCRIPT = """
 import sys, torch
-from mrirobust.data.dataset import SliceDataset
+from mrirobust.data.dataset import SliceDataset, same_shape_batches, slice_shapes
 from mrirobust.workflows.train import TrainConfig, train
 root = sys.argv[1]
 result = train("tests.test_train:TinyTrained", SliceDataset(root + "/knee/train"), SliceDataset(root + "/knee/val"), sys.argv[2],

@@ -196,6 +196,10 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def slice_shape(self, i: int) -> tuple[int, int]:
+        """The (H, W) k-space shape of slice `i`, from the index (nothing read)."""
+        return self.index[i][0].shape
+
     def __getitem__(self, i: int) -> Any:
         info, s = self.index[i]
         sample = fastmri.read_slice(info.path, s, info)
@@ -220,6 +224,27 @@ def describe(root: Root, cache: str | Path | bool | None = None) -> dict[str, An
 
 
 # --- batching ------------------------------------------------------------------------------------
+
+def slice_shapes(samples: Any, indices: Sequence[int]) -> list[tuple[int, int]]:
+    """The (H, W) k-space shape of each of `samples[i]`: from a SliceDataset's index, else read."""
+    if isinstance(samples, SliceDataset):
+        return [tuple(samples.slice_shape(i)) for i in indices]
+    return [tuple(samples[i].kspace.shape[-2:]) for i in indices]
+
+
+def same_shape_batches(shapes: Sequence[tuple[int, int]], batch_size: int, generator: torch.Generator
+                       ) -> list[list[int]]:
+    """Positions 0..len(shapes)-1 in shuffled batches of at most `batch_size` whose slices share a
+    shape (a dataset of several matrix sizes, e.g. fastMRI's, cannot be stacked otherwise); the
+    batches' order is shuffled too, so every shape is seen throughout an epoch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(position)
+    batches = []
+    for members in groups.values():
+        order = [members[int(k)] for k in torch.randperm(len(members), generator=generator)]
+        batches += [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return [batches[int(k)] for k in torch.randperm(len(batches), generator=generator)]
 
 def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     """Stack same-shaped Samples into a batch dict for a DataLoader (`collate_fn=collate_samples`).

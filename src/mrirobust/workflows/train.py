@@ -35,7 +35,7 @@ from tqdm import tqdm
 from mrirobust import schema
 from mrirobust.atomic import atomic_path
 from mrirobust.data.augment import transformed
-from mrirobust.data.dataset import collate_samples
+from mrirobust.data.dataset import collate_samples, same_shape_batches, slice_shapes
 from mrirobust.data.sample import Sample, draw_mask
 from mrirobust.errors import ConfigError, MriRobustError
 from mrirobust.evaluate import evaluate
@@ -302,6 +302,10 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
             raise ConfigError("augment", f"'dihedral' transposes the target, which must be square, not {shape}; "
                                          "use 'flips'")
     loader_data = _MaskedSlices(train_samples, train_idx, config)
+    shapes = slice_shapes(train_samples, train_idx) if config.batch_size > 1 else []
+    if len(set(shapes)) > 1 and world > 1:
+        raise ConfigError("batch_size", f"slices of several shapes ({sorted(set(shapes))}) batch only on one "
+                                        "process; train with batch_size 1 or one shape")
     sampler = torch.utils.data.DistributedSampler(loader_data, seed=config.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(config.seed)
 
@@ -330,9 +334,13 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
         if sampler is not None:
             sampler.set_epoch(epoch)
         generator.manual_seed(config.seed + epoch)
-        loader = DataLoader(loader_data, batch_size=config.batch_size, shuffle=sampler is None,
-                            sampler=sampler, generator=generator, collate_fn=collate_samples,
-                            num_workers=config.num_workers)
+        if len(set(shapes)) > 1:  # batches of one shape each
+            loader = DataLoader(loader_data, batch_sampler=same_shape_batches(shapes, config.batch_size, generator),
+                                collate_fn=collate_samples, num_workers=config.num_workers)
+        else:
+            loader = DataLoader(loader_data, batch_size=config.batch_size, shuffle=sampler is None,
+                                sampler=sampler, generator=generator, collate_fn=collate_samples,
+                                num_workers=config.num_workers)
         model.train()
         total = torch.zeros((), device=device)  # summed on the device: no host sync per step
         steps = 0
