@@ -1,8 +1,8 @@
 """Do networks trained as the demo trains them work on data they were not trained on?
 
-    python bench/realism.py [--out out/bench-realism] [--real DIR_OR_FILE] [--images 6]
+    python bench/realism.py [--out out/bench-realism] [--real DIR_OR_FILE ...] [--images 6]
                             [--networks unet varnet unet-jitter] [--no-l1] [--anatomy knee|brain]
-                            [--train-volumes N] [--epochs E] [--seed S]
+                            [--train-volumes N [--fine-volumes M]] [--epochs E] [--seed S]
 
 Generates the embedded demo dataset (timed), trains the demo study's networks (`unet` and `varnet`
 by default; `unet-jitter` on request) with its specs and training settings (read from
@@ -12,9 +12,10 @@ next to zero-filled and l1 (default lambda) at 4x (random mask, centre 0.08) on:
 
 - knee-test: the held-out knee test split (other patients, same family);
 - brain-test: the demo's brains (a held-out family: the anatomy shift);
-- real: with `--real`, magnitude images (a folder or one file; NIfTI volumes give axial
-  slices) turned into 8-coil k-space through the `data from-images --oversample` path at its
-  default 30 dB. `--images` slices per set, spread evenly over the middle 60% of each volume.
+- real: with `--real`, magnitude images (each a folder or one file, one set each; NIfTI volumes
+  give axial slices) turned into 8-coil k-space through the `data from-images --oversample` path
+  at its default 30 dB, at their own matrix size. `--images` slices per set, spread evenly over
+  the middle 60% of each volume.
 
 One line per set and method: SSIM (fastMRI's volume-max variant), bootstrap 95% CI, n.
 Training resumes from its checkpoints if the script is interrupted. `--networks` trains and
@@ -22,10 +23,13 @@ scores only those; `--no-l1` leaves out l1 (minutes of CPU; it does not depend o
 The scaling questions (bench/README.md, "Realism"): `--anatomy brain` trains on the brain family
 instead (its train split, brain val for the checkpoint: the real brain without the anatomy shift),
 `--train-volumes N` on N other patients of one slice each (the demo's train split's settings;
-val, test and the other family unchanged) instead of the demo's split (knees 32 x 2), `--epochs
+val, test and the other family unchanged) instead of the demo's split (knees 32 x 2), and
+`--fine-volumes M` M more patients imaged at twice the resolution (320 x 320 targets, fastMRI's
+image size: a network trained at 160 x 160 alone fails there), `--epochs
 E` overrides the demo's epochs, `--seed S` its seed; each such run trains into its own folder
 under `--out`. The per-slice SSIM of every set and method
-goes to OUT/scores[-RUN].json, so two runs can be compared slice by slice (paired).
+goes to OUT/scores[-RUN].json (merged with the methods an earlier run with the same settings
+scored), so two runs can be compared slice by slice (paired).
 """
 
 from __future__ import annotations
@@ -81,13 +85,20 @@ def _trained(label: str, folder: Path, train_set: Path, val_set: Path, changes: 
     return {**spec, "checkpoint": str(folder / "best.ckpt")}
 
 
-def _more_patients(data: Path, anatomy: str, volumes: int) -> Path:
-    """A train split of `volumes` other patients of `anatomy`, one slice each, acquired as the demo's."""
-    folder = data.parent / f"train-{anatomy}-{volumes}x1"
-    if not (folder / anatomy / "train").exists():
-        demo = next(c for c in PRESETS["demo"] if c.anatomy == anatomy and c.split == "train")
-        synthesize(folder, [dataclasses.replace(demo, num_volumes=volumes, slices_per_volume=1)])
-    return folder / anatomy / "train"
+def _more_patients(data: Path, anatomy: str, volumes: int, fine: int = 0) -> Path:
+    """A train split of `volumes` other patients of `anatomy`, one slice each, acquired as the
+    demo's, and `fine` more patients (another seed) imaged at twice the resolution (320 x 320
+    targets: the same anatomy twice as many pixels across, as fastMRI's images are)."""
+    folder = data.parent / (f"train-{anatomy}-{volumes}x1" + (f"-fine{fine}" if fine else ""))
+    demo = next(c for c in PRESETS["demo"] if c.anatomy == anatomy and c.split == "train")
+    configs = [dataclasses.replace(demo, num_volumes=volumes, slices_per_volume=1)]
+    if fine:
+        configs.append(dataclasses.replace(demo, num_volumes=fine, slices_per_volume=1, shape=(320, 320), seed=2,
+                                           folder=f"{anatomy}-fine"))
+    if not (folder / "done").exists():
+        synthesize(folder, configs)
+        (folder / "done").write_text("")
+    return folder
 
 
 def _spread(count: int, total: int) -> list[int]:
@@ -110,13 +121,16 @@ def _real_set(src: Path, images: int, out: Path) -> SliceDataset:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/bench-realism"))
-    parser.add_argument("--real", type=Path, help="real magnitude images: a folder or one file")
+    parser.add_argument("--real", type=Path, nargs="+", default=[],
+                        help="real magnitude images: folders or files, one set each")
     parser.add_argument("--images", type=int, default=6, help="slices per evaluation set")
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=["unet", "varnet"],
                         help="the demo's networks (method labels) to train and score")
     parser.add_argument("--l1", action=argparse.BooleanOptionalAction, default=True, help="score l1")
     parser.add_argument("--anatomy", choices=("knee", "brain"), default="knee", help="the family trained on")
     parser.add_argument("--train-volumes", type=int, help="train on this many patients of one slice")
+    parser.add_argument("--fine-volumes", type=int, default=0,
+                        help="with --train-volumes: this many more patients at twice the resolution")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the demo's)")
     parser.add_argument("--seed", type=int, help="training seed (default: the demo's)")
     args = parser.parse_args()
@@ -126,9 +140,13 @@ def main() -> None:
         synthesize(data, "demo")
         print(f"demo dataset generated in {time.perf_counter() - start:.1f} s", flush=True)
     family = data / args.anatomy
-    train_set = _more_patients(data, args.anatomy, args.train_volumes) if args.train_volumes else family / "train"
+    if args.fine_volumes and not args.train_volumes:
+        parser.error("--fine-volumes needs --train-volumes")
+    train_set = (_more_patients(data, args.anatomy, args.train_volumes, args.fine_volumes) if args.train_volumes
+                 else family / "train")
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
-    parts = ["brain"] * (args.anatomy == "brain") + [f"volumes{args.train_volumes}"] * bool(args.train_volumes)
+    parts = ["brain"] * (args.anatomy == "brain") + [f"volumes{args.train_volumes}"] * bool(args.train_volumes) \
+        + [f"fine{args.fine_volumes}"] * bool(args.fine_volumes)
     run = "".join(f"-{part}" for part in [*parts, *(f"{k}{v}" for k, v in changes.items())])
     methods = {"zero-filled": build("zero-filled"), **({"l1": build("l1")} if args.l1 else {}),
                **{n: build(_trained(n, args.out / f"{n}{run}", train_set, family / "val", changes, args.anatomy))
@@ -138,10 +156,11 @@ def main() -> None:
         dataset = SliceDataset(folder)
         sets[name] = [dataset[i] for i in _spread(args.images, len(dataset))]
     with tempfile.TemporaryDirectory() as tmp:
-        if args.real:
-            dataset = _real_set(args.real, args.images, Path(tmp))
-            sets[f"real:{args.real.name}"] = [dataset[i] for i in range(len(dataset))]
-        per_slice: dict[str, dict[str, list[float]]] = {}
+        for k, real in enumerate(args.real):
+            dataset = _real_set(real, args.images, Path(tmp) / str(k))
+            sets[f"real:{real.name}"] = [dataset[i] for i in range(len(dataset))]
+        scores = args.out / f"scores{run}.json"  # per slice, for paired comparisons; other methods' kept
+        per_slice: dict[str, dict[str, list[float]]] = json.loads(scores.read_text()) if scores.exists() else {}
         for name, samples in sets.items():
             rows = evaluate(samples, methods, SPEC, progress=False).rows
             for entry in summarise(rows):
@@ -151,7 +170,7 @@ def main() -> None:
                       f"n={entry['slices']}", flush=True)
                 per_slice.setdefault(name, {})[entry["method"]] = [r[key] for r in rows
                                                                    if r["method"] == entry["method"]]
-    with atomic_path(args.out / f"scores{run}.json") as tmp:  # per slice, for paired comparisons
+    with atomic_path(scores) as tmp:
         tmp.write_text(json.dumps(per_slice, indent=1))
 
 
