@@ -16,10 +16,15 @@ from mrirobust.workflows.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_realism_trains_the_demo_studys_networks(tmp_path):
+def _realism():
     spec = importlib.util.spec_from_file_location("realism", ROOT / "bench" / "realism.py")
     realism = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(realism)
+    return realism
+
+
+def test_realism_trains_the_demo_studys_networks(tmp_path):
+    realism = _realism()
     raw = demo_config()
     for source in raw["data"]:
         (tmp_path / "data" / source).mkdir(parents=True)  # the study checks that its data folders exist
@@ -37,6 +42,15 @@ def test_realism_trains_the_demo_studys_networks(tmp_path):
                 state = torch.load(shipped, map_location="cpu", weights_only=True)
                 assert asdict(config) == state["train_config"]
                 assert {k: state["method"][k] for k in method} == method  # trained as the demo builds it
+
+
+def test_fine_patients_are_other_patients_at_twice_the_resolution(tmp_path):
+    from mrirobust.data.dataset import SliceDataset, slice_shapes
+
+    train_set = SliceDataset(_realism()._more_patients(tmp_path / "data", "knee", 2, fine=1))
+    shapes = slice_shapes(train_set, range(len(train_set)))
+    assert sorted(shapes) == [(320, 160), (320, 160), (640, 320)]  # 2x readout oversampling
+    assert len({info.patient_id for info in train_set.volumes}) == 3
 
 
 def test_the_demos_shipped_weights_load_and_reconstruct():
