@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import zoom
 
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import SliceDataset
@@ -106,13 +107,15 @@ def _spread(count: int, total: int) -> list[int]:
     return sorted(set(np.linspace(0.2 * total, 0.8 * (total - 1), count).round().astype(int).tolist()))
 
 
-def _real_set(src: Path, images: int, out: Path) -> SliceDataset:
-    """Middle slices of the real images through the images -> k-space path (8 coils, 30 dB, 2x readout)."""
+def _real_set(src: Path, images: int, out: Path, factor: float = 1.0) -> SliceDataset:
+    """Middle slices of the real images (zoomed by `factor`, cubic spline) through the images ->
+    k-space path (8 coils, 30 dB, 2x readout)."""
     slices = out / "slices"
     slices.mkdir(parents=True, exist_ok=True)
     for name, volume in load_images(src):
         for i in _spread(images, len(volume)):
-            image = volume[i][: volume.shape[1] // 2 * 2, : volume.shape[2] // 2 * 2]  # even sizes
+            image = volume[i] if factor == 1 else np.clip(zoom(volume[i].astype(np.float64), factor, order=3), 0, None)
+            image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]  # even sizes
             np.save(slices / f"{name}-{i:03d}.npy", image)
     images_to_fastmri(slices, out / "kspace", ImageSimulation(oversample=True))
     return SliceDataset(out / "kspace")
