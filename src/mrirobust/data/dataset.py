@@ -246,6 +246,7 @@ def same_shape_batches(shapes: Sequence[tuple[int, int]], batch_size: int, gener
         batches += [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
     return [batches[int(k)] for k in torch.randperm(len(batches), generator=generator)]
 
+
 def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     """Stack same-shaped Samples into a batch dict for a DataLoader (`collate_fn=collate_samples`).
 

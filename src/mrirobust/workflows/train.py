@@ -303,7 +303,8 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
                                          "use 'flips'")
     loader_data = _MaskedSlices(train_samples, train_idx, config)
     shapes = slice_shapes(train_samples, train_idx) if config.batch_size > 1 else []
-    if len(set(shapes)) > 1 and world > 1:
+    mixed = len(set(shapes)) > 1  # then batches of one shape each
+    if mixed and world > 1:
         raise ConfigError("batch_size", f"slices of several shapes ({sorted(set(shapes))}) batch only on one "
                                         "process; train with batch_size 1 or one shape")
     sampler = torch.utils.data.DistributedSampler(loader_data, seed=config.seed) if world > 1 else None
@@ -334,7 +335,7 @@ def train(spec: str | Mapping[str, Any], train_samples: Any, val_samples: Any | 
         if sampler is not None:
             sampler.set_epoch(epoch)
         generator.manual_seed(config.seed + epoch)
-        if len(set(shapes)) > 1:  # batches of one shape each
+        if mixed:
             loader = DataLoader(loader_data, batch_sampler=same_shape_batches(shapes, config.batch_size, generator),
                                 collate_fn=collate_samples, num_workers=config.num_workers)
         else:
