@@ -47,7 +47,7 @@ from scipy.ndimage import zoom
 from mrirobust.atomic import atomic_path
 from mrirobust.data.dataset import SliceDataset
 from mrirobust.data.images import ImageSimulation, images_to_fastmri, load_images
-from mrirobust.data.synthetic import PRESETS, synthesize
+from mrirobust.data.synthetic import PRESETS, SynthConfig, synthesize
 from mrirobust.demo import demo_config
 from mrirobust.evaluate import evaluate, summarise
 from mrirobust.methods.base import build
@@ -86,12 +86,17 @@ def _trained(label: str, folder: Path, train_set: Path, val_set: Path, changes: 
     return {**spec, "checkpoint": str(folder / "best.ckpt")}
 
 
+def demo_split(anatomy: str, split: str) -> SynthConfig:
+    """The demo dataset's settings for one family's split, to render more patients like them."""
+    return next(c for c in PRESETS["demo"] if c.anatomy == anatomy and c.split == split)
+
+
 def _more_patients(data: Path, anatomy: str, volumes: int, fine: int = 0) -> Path:
     """A train split of `volumes` other patients of `anatomy`, one slice each, acquired as the
     demo's, and `fine` more patients (another seed) imaged at twice the resolution (320 x 320
     targets: the same anatomy twice as many pixels across, as fastMRI's images are)."""
     folder = data.parent / (f"train-{anatomy}-{volumes}x1" + (f"-fine{fine}" if fine else ""))
-    demo = next(c for c in PRESETS["demo"] if c.anatomy == anatomy and c.split == "train")
+    demo = demo_split(anatomy, "train")
     configs = [dataclasses.replace(demo, num_volumes=volumes, slices_per_volume=1)]
     if fine:
         configs.append(dataclasses.replace(demo, num_volumes=fine, slices_per_volume=1, shape=(320, 320), seed=2,

@@ -22,16 +22,16 @@ import tempfile
 from pathlib import Path
 
 from mrirobust.data.dataset import SliceDataset
-from mrirobust.data.synthetic import PRESETS, synthesize
+from mrirobust.data.synthetic import synthesize
 from mrirobust.demo import demo_config
 from mrirobust.evaluate import evaluate, summarise
 from mrirobust.methods.base import build
 
-from realism import SPEC, _real_set
+from realism import SPEC, _real_set, demo_split
 
 
 def _synthetic(size: int, images: int, out: Path) -> list:
-    test = next(c for c in PRESETS["demo"] if c.anatomy == "knee" and c.split == "test")
+    test = demo_split("knee", "test")
     volumes = max(1, images // 2)
     synthesize(out, [dataclasses.replace(test, shape=(size, size), lesions=0, seed=7, num_volumes=volumes,
                                          slices_per_volume=2)])

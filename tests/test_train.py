@@ -216,7 +216,7 @@ def test_resuming_with_other_settings_names_the_setting(data, tmp_path):
 
 DDP_SCRIPT = """
 import sys, torch
-from mrirobust.data.dataset import SliceDataset, same_shape_batches, slice_shapes
+from mrirobust.data.dataset import SliceDataset
 from mrirobust.workflows.train import TrainConfig, train
 root = sys.argv[1]
 result = train("tests.test_train:TinyTrained", SliceDataset(root + "/knee/train"), SliceDataset(root + "/knee/val"), sys.argv[2],
